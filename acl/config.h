@@ -1,0 +1,140 @@
+#pragma once
+// The configuration model: a typed, immutable snapshot of SPEC section 2.
+// A Config is built once by the loader and then only read, shared by
+// std::shared_ptr<const Config>: a session keeps the snapshot it started with.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "acl/net.h"
+
+namespace s3gate {
+
+using Duration = std::chrono::milliseconds;
+
+struct ListenerTls {
+  std::string certificate;
+  std::string private_key;
+  std::string client_ca;  // empty: no client certificate asked for
+};
+
+enum class ListenerMode { forward, sni };
+
+struct ListenerConfig {
+  SocketAddress address;
+  ListenerMode mode = ListenerMode::forward;
+  bool proxy_protocol = false;
+  std::optional<ListenerTls> tls;
+};
+
+struct DnsPin {
+  std::string host;  // exact name, or "*." + suffix; normalised to lower case
+  std::vector<IpAddress> addresses;
+};
+
+struct DnsConfig {
+  std::vector<SocketAddress> servers;  // port 53 where none was written; empty: /etc/resolv.conf
+  Duration timeout{std::chrono::seconds(2)};  // per try
+  int attempts = 2;                           // tries per server
+  Duration min_ttl{std::chrono::seconds(5)};
+  Duration max_ttl{std::chrono::seconds(300)};
+  Duration negative_ttl{std::chrono::seconds(5)};
+  std::vector<DnsPin> pins;
+  std::vector<Network> allowed_networks;
+};
+
+enum class PathStyle { allow, deny };
+
+struct S3Config {
+  std::vector<std::string> regions{"*"};  // "*" = any
+  PathStyle path_style = PathStyle::deny;
+};
+
+enum class Access { read_only, read_write };
+
+struct BucketRule {
+  std::string name;  // exact, or a glob with * and ?
+  Access access = Access::read_write;
+  std::vector<Network> clients;         // empty: any client allowed by `clients`
+  std::vector<std::string> identities;  // empty: any identity
+};
+
+struct HostRule {
+  std::string name;  // normalised to lower case
+  std::vector<uint16_t> ports{443};
+};
+
+struct HttpConfig {
+  bool upstream_tls = true;
+  std::string ca_file;  // empty: the system store
+};
+
+struct TunnelConfig {
+  bool verify_sni = true;
+  bool inspect = false;
+  std::string inspect_certificate;
+  std::string inspect_private_key;
+};
+
+struct Limits {
+  uint64_t max_connections = 20000;
+  uint64_t max_header_bytes = 65536;
+  uint64_t max_headers = 100;
+  Duration header_timeout{std::chrono::seconds(30)};
+  Duration connect_timeout{std::chrono::seconds(10)};
+  Duration idle_timeout{std::chrono::seconds(300)};
+  Duration tcp_keepalive{std::chrono::seconds(60)};
+  Duration shutdown_delay{std::chrono::seconds(0)};
+  Duration drain_timeout{std::chrono::seconds(30)};
+};
+
+enum class PolicyMode { enforce, report };
+
+struct Config {
+  int version = 1;
+  std::vector<ListenerConfig> listeners;  // at least one
+  SocketAddress admin;                    // default 127.0.0.1:9464
+  int workers = 0;                        // 0: one per CPU
+  std::vector<Network> clients;
+  std::vector<Network> trusted_proxies;  // empty: any peer
+  PolicyMode mode = PolicyMode::enforce;
+  DnsConfig dns;
+  S3Config s3;
+  std::vector<BucketRule> buckets;  // left out: no bucket allowed
+  std::vector<HostRule> hosts;
+  std::vector<uint16_t> ports{443};
+  HttpConfig http;
+  TunnelConfig tunnel;
+  Limits limits;
+  std::string access_log = "stdout";  // "stdout", "off" or a file path
+
+  std::string source;  // the file name as given, or "<default>"
+};
+
+using ConfigPtr = std::shared_ptr<const Config>;
+
+// Either a configuration or the list of errors, each formatted as
+// "FILE:LINE:COLUMN: KEY.PATH: message" (SPEC section 1).
+struct ConfigLoadResult {
+  ConfigPtr config;
+  std::vector<std::string> errors;
+  bool ok() const { return config != nullptr; }
+};
+
+// `source_name` is used in error messages and Config::source.
+ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& source_name);
+ConfigLoadResult loadConfigFromFile(const std::string& path);
+
+// The embedded default (SPEC section 1): YAML text, and the loaded form.
+std::string_view defaultConfigYaml();
+ConfigLoadResult loadDefaultConfig();
+
+// Parses "500ms", "30s", "5m", "1h"; nullopt when malformed.
+std::optional<Duration> parseDuration(std::string_view text);
+
+}  // namespace s3gate

@@ -1,0 +1,66 @@
+#pragma once
+// The one decision function: the session, `s3gate explain` and the tests all
+// call decide(). A decision is a value: verdict, reason, the rule that decided,
+// and the parsed name. Every decision starts as deny.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "acl/config.h"
+#include "acl/net.h"
+#include "acl/reason.h"
+#include "acl/s3name.h"
+
+namespace s3gate {
+
+enum class Verdict { allow, deny, report };
+std::string_view verdictName(Verdict v);  // "allow", "deny", "report"
+
+enum class RequestKindForDecision { connect, http };
+
+struct DecisionInput {
+  IpAddress client;
+  RequestKindForDecision kind = RequestKindForDecision::connect;
+  std::string_view method;  // "CONNECT", "GET", ...
+  std::string_view host;    // as the client wrote it (not yet normalised)
+  bool host_is_ipv6_literal = false;
+  uint16_t port = 0;
+  bool port_given = false;
+  std::string_view path;      // plain HTTP: path and query
+  std::string_view identity;  // client-certificate CN; empty: none
+};
+
+struct Decision {
+  Verdict verdict = Verdict::deny;
+  Reason reason = Reason::none;  // the failing step's reason (also in report mode)
+  std::string rule = "-";        // the bucket rule's name; "-" where none decided
+  std::string host;              // the normalised name ("" when it was not a valid name)
+  uint16_t port = 0;
+  S3Name name;                   // kind, region, bucket
+  bool ip_literal = false;       // the target is an IP literal (report mode may let it through)
+  IpAddress literal;             // the literal's address, when ip_literal
+  std::string detail;            // one line for the error body (e.g. the regions served)
+
+  bool allowed() const { return verdict != Verdict::deny; }
+};
+
+Decision decide(const Config& config, const DecisionInput& input);
+
+// Name normalisation (SPEC section 3, step 2): lower case, one trailing dot
+// removed; false when the result is not a valid DNS name.
+bool normalizeHostName(std::string_view raw, std::string* out);
+
+// An IP literal in any spelling a resolver or client might accept
+// (dotted, decimal, hex, octal, IPv4-mapped IPv6, bracketed IPv6).
+bool parseIpLiteral(std::string_view host, IpAddress* out);
+
+// The pinned addresses for a normalised name, or nullptr.
+const DnsPin* findPin(const Config& config, std::string_view host);
+
+// The address rules: keeps the addresses of a DNS answer that may be connected to.
+std::vector<IpAddress> filterResolvedAddresses(const Config& config,
+                                               const std::vector<IpAddress>& addresses);
+
+}  // namespace s3gate

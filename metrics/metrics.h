@@ -1,0 +1,70 @@
+#pragma once
+// Every metric of SPEC section 5, declared in one place. Label values come from
+// bounded sets only (reason constants, kinds, rule names from the configuration).
+// All children are created up front or on first use of a rule name and kept,
+// so the per-request path only touches atomics (no lock, no map lookup on the
+// per-byte path: the relay adds its byte counts when it ends or in large steps).
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "acl/decision.h"
+#include "acl/reason.h"
+
+namespace s3gate {
+
+enum class RequestKind { connect, http, inspect, local };
+// Verdict comes from acl/decision.h.
+enum class Direction { up, down };
+enum class UpstreamError { refused, timeout, reset, tls };
+enum class DnsResult { cache_hit, resolved, pinned, failed };
+
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  prometheus::Registry& registry() { return *registry_; }
+  std::shared_ptr<prometheus::Registry> registryPtr() { return registry_; }
+  // The Prometheus text exposition of everything (what GET /metrics serves).
+  std::string serialize() const;
+
+  void countRequest(RequestKind kind, Verdict verdict);
+  void countDenied(Reason reason);
+  void connectionOpened();
+  void connectionClosed();
+  void tunnelOpened();
+  void tunnelClosed(double duration_seconds);
+  void addBytes(Direction direction, uint64_t bytes);
+  // Thread-safe; `rule` is a bucket rule's name (never a raw bucket), "-" for none.
+  void addBucketBytes(const std::string& rule, Direction direction, uint64_t bytes);
+  void observeUpstreamConnect(double seconds);
+  void countUpstreamError(UpstreamError error);
+  void countDnsLookup(DnsResult result);
+  void configReloaded(bool success);
+  void setDraining(bool draining);
+
+  // Value readers, for tests.
+  double requests(RequestKind kind, Verdict verdict) const;
+  double denied(Reason reason) const;
+  double connectionsActive() const;
+  double tunnelsActive() const;
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  // Families and pre-created children; see metrics.cpp.
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace s3gate
