@@ -1,1 +1,424 @@
-// placeholder: being written
+#include "proxy/server.h"
+
+#include <event2/thread.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "proxy/admin.h"
+#include "proxy/sd_notify.h"
+#include "proxy/session.h"
+
+namespace s3gate {
+
+namespace {
+
+constexpr int kListenBacklog = 4096;
+constexpr int kAcceptsPerWakeup = 64;
+constexpr Duration kAcceptRetry{std::chrono::milliseconds(100)};
+constexpr Duration kDrainPoll{std::chrono::milliseconds(50)};
+
+void logLine(const char* level, const std::string& message) {
+  fprintf(stderr, "s3gate: %s: %s\n", level, message.c_str());
+}
+
+std::string listenerKey(const ListenerConfig& l) {
+  return l.address.toString() + (l.mode == ListenerMode::sni ? "/sni" : "/forward") +
+         (l.proxy_protocol ? "/pp" : "") + (l.tls ? "/tls" : "");
+}
+
+}  // namespace
+
+// ---- Worker ----
+
+Worker::Worker(Server& server, int index) : server_(server), index_(index) {}
+
+Worker::~Worker() {
+  // The loop has stopped: sessions go first (they use the resolver and base).
+  sessions_.clear();
+  listeners_.clear();
+  resolver_.reset();
+  reap_event_.reset();
+  accept_retry_.reset();
+  posted_event_.reset();
+}
+
+Metrics& Worker::metrics() { return server_.metrics(); }
+AccessLog& Worker::accessLog() { return server_.accessLog(); }
+
+bool Worker::init(const Config& config, std::string* error) {
+  base_.reset(event_base_new());
+  if (!base_) {
+    *error = "event_base_new failed";
+    return false;
+  }
+  resolver_ = Resolver::create(base_.get(), config.dns, error);
+  if (!resolver_) {
+    return false;
+  }
+  reap_event_.reset(event_new(base_.get(), -1, 0, &onReap, this));
+  accept_retry_.reset(evtimer_new(base_.get(), &onAcceptRetry, this));
+  posted_event_.reset(event_new(base_.get(), -1, 0, &onPosted, this));
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    const ListenerConfig& lc = config.listeners[i];
+    std::string where = "listeners[" + std::to_string(i) + "]: ";
+    if (lc.mode != ListenerMode::forward || lc.proxy_protocol || lc.tls) {
+      *error = where +
+               "sni listeners, proxy_protocol and tls are not supported by this build yet";
+      return false;
+    }
+    auto listener = std::make_unique<Listener>();
+    listener->config = lc;
+    listener->worker = this;
+    listener->fd = listenOn(lc.address, kListenBacklog, error);
+    if (!listener->fd) {
+      *error = where + *error;
+      return false;
+    }
+    listener->event.reset(event_new(base_.get(), listener->fd.get(), EV_READ | EV_PERSIST,
+                                    &onAccept, listener.get()));
+    event_add(listener->event.get(), nullptr);
+    listeners_.push_back(std::move(listener));
+  }
+  return true;
+}
+
+void Worker::startThread() {
+  thread_ = std::thread([this] { event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void Worker::post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(posted_mu_);
+    posted_.push_back(std::move(fn));
+  }
+  event_active(posted_event_.get(), EV_TIMEOUT, 0);
+}
+
+void Worker::onPosted(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  std::vector<std::function<void()>> work;
+  {
+    std::lock_guard<std::mutex> lock(self->posted_mu_);
+    work.swap(self->posted_);
+  }
+  for (auto& fn : work) {
+    fn();
+  }
+}
+
+void Worker::onAccept(evutil_socket_t, short, void* arg) {
+  auto* listener = static_cast<Listener*>(arg);
+  listener->worker->acceptFrom(*listener);
+}
+
+void Worker::acceptFrom(Listener& listener) {
+  for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    int fd = accept4(listener.fd.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors: stop accepting for a moment instead of spinning.
+        logLine("warning", "accept: " + errnoText(errno) + "; pausing accepts");
+        for (auto& l : listeners_) {
+          event_del(l->event.get());
+        }
+        timeval tv = toTimeval(kAcceptRetry);
+        evtimer_add(accept_retry_.get(), &tv);
+      }
+      return;
+    }
+    UniqueFd client(fd);
+    ConfigPtr config = server_.config();
+    bool within_limit = server_.tryAddConnection(config->limits.max_connections);
+    auto session = std::make_unique<Session>(*this, std::move(config), std::move(client),
+                                             SocketAddress::fromSockaddr(
+                                                 reinterpret_cast<sockaddr*>(&peer)),
+                                             !within_limit);
+    Session* raw = session.get();
+    sessions_.emplace(raw, std::move(session));
+    raw->start();
+  }
+}
+
+void Worker::onAcceptRetry(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  if (self->exiting_) {
+    return;
+  }
+  for (auto& l : self->listeners_) {
+    event_add(l->event.get(), nullptr);
+  }
+}
+
+void Worker::reap(Session* session) {
+  to_reap_.push_back(session);
+  event_active(reap_event_.get(), EV_TIMEOUT, 0);
+}
+
+void Worker::onReap(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  std::vector<Session*> doomed;
+  doomed.swap(self->to_reap_);
+  for (Session* s : doomed) {
+    self->sessions_.erase(s);
+  }
+}
+
+void Worker::closeListeners() {
+  exiting_ = true;
+  evtimer_del(accept_retry_.get());
+  listeners_.clear();
+}
+
+void Worker::beginDrain() {
+  closeListeners();
+  std::vector<Session*> all;
+  all.reserve(sessions_.size());
+  for (auto& [raw, owned] : sessions_) {
+    all.push_back(raw);
+  }
+  for (Session* s : all) {
+    s->closeIfIdle();
+  }
+}
+
+void Worker::abortAll() {
+  std::vector<Session*> all;
+  for (auto& [raw, owned] : sessions_) {
+    all.push_back(raw);
+  }
+  for (Session* s : all) {
+    s->abort();
+  }
+}
+
+// ---- Server ----
+
+Server::Server(ConfigPtr config, std::string config_path, Metrics& metrics,
+               AccessLog& access_log)
+    : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      metrics_(metrics),
+      access_log_(access_log) {}
+
+Server::~Server() = default;
+
+ConfigPtr Server::config() const {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  return config_;
+}
+
+bool Server::tryAddConnection(uint64_t limit) {
+  // Always counted: the session that answers 503 is a connection too.
+  uint64_t now = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
+  return now <= limit;
+}
+
+void Server::removeConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+
+void Server::workerIdle() {}
+
+int Server::run() {
+  ConfigPtr config = this->config();
+  control_.reset(event_base_new());
+  if (!control_) {
+    logLine("error", "event_base_new failed");
+    return 1;
+  }
+  int count = config->workers > 0 ? config->workers
+                                   : static_cast<int>(std::thread::hardware_concurrency());
+  if (count <= 0) {
+    count = 1;
+  }
+  for (int i = 0; i < count; ++i) {
+    auto worker = std::make_unique<Worker>(*this, i);
+    std::string error;
+    if (!worker->init(*config, &error)) {
+      logLine("error", error);
+      return 1;
+    }
+    workers_.push_back(std::move(worker));
+  }
+  std::string error;
+  auto admin = AdminServer::create(
+      control_.get(), config->admin, metrics_, [this] { return draining(); }, &error);
+  if (!admin) {
+    logLine("error", "admin " + config->admin.toString() + ": " + error);
+    return 1;
+  }
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) {
+    EventPtr ev(evsignal_new(control_.get(), sig, &onSignal, this));
+    evsignal_add(ev.get(), nullptr);
+    signal_events_.push_back(std::move(ev));
+  }
+  drain_timer_.reset(evtimer_new(control_.get(), &onDrainStep, this));
+  for (auto& w : workers_) {
+    w->startThread();
+  }
+  std::string listening;
+  for (const auto& l : config->listeners) {
+    listening += (listening.empty() ? "" : ", ") + l.address.toString();
+  }
+  logLine("info", "listening on " + listening + " with " + std::to_string(count) +
+                      " workers; admin on " + config->admin.toString() + "; configuration " +
+                      config->source);
+  notifySystemd("READY=1");
+  event_base_loop(control_.get(), EVLOOP_NO_EXIT_ON_EMPTY);
+  for (auto& w : workers_) {
+    w->join();
+  }
+  workers_.clear();
+  admin.reset();
+  signal_events_.clear();
+  drain_timer_.reset();
+  access_log_.flush();
+  return 0;
+}
+
+void Server::onSignal(evutil_socket_t sig, short, void* arg) {
+  static_cast<Server*>(arg)->handleSignal(static_cast<int>(sig));
+}
+
+void Server::handleSignal(int sig) {
+  switch (sig) {
+    case SIGTERM:
+    case SIGINT:
+      if (drain_phase_ != DrainPhase::none) {
+        logLine("info", "second stop signal: exiting now");
+        access_log_.flush();
+        std::_Exit(0);
+      }
+      startDrain();
+      return;
+    case SIGHUP:
+      reload();
+      return;
+    case SIGUSR1: {
+      std::string error;
+      if (!access_log_.reopen(&error)) {
+        logLine("error", "access log reopen: " + error);
+      }
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void Server::reload() {
+  notifySystemd("RELOADING=1");
+  if (config_path_.empty()) {
+    logLine("warning", "reload: running on the embedded default; nothing to reload");
+    metrics_.configReloaded(true);
+    notifySystemd("READY=1");
+    return;
+  }
+  ConfigLoadResult loaded = loadConfigFromFile(config_path_);
+  if (!loaded.ok()) {
+    for (const auto& e : loaded.errors) {
+      logLine("error", "reload rejected: " + e);
+    }
+    metrics_.configReloaded(false);
+    notifySystemd("READY=1");
+    return;
+  }
+  ConfigPtr old = config();
+  auto fresh = std::make_shared<Config>(*loaded.config);
+  // Keys bound at start keep their running values; say so instead of ignoring them.
+  bool listeners_same = old->listeners.size() == fresh->listeners.size();
+  for (size_t i = 0; listeners_same && i < old->listeners.size(); ++i) {
+    listeners_same = listenerKey(old->listeners[i]) == listenerKey(fresh->listeners[i]);
+  }
+  if (!listeners_same) {
+    logLine("warning", "reload: listeners changed; they need a restart and keep their values");
+    fresh->listeners = old->listeners;
+  }
+  if (!(fresh->admin == old->admin)) {
+    logLine("warning", "reload: admin changed; it needs a restart and keeps its value");
+    fresh->admin = old->admin;
+  }
+  if (fresh->workers != old->workers) {
+    logLine("warning", "reload: workers changed; it needs a restart and keeps its value");
+    fresh->workers = old->workers;
+  }
+  {
+    std::lock_guard<std::mutex> lock(config_mu_);
+    config_ = std::move(fresh);
+  }
+  logLine("info", "configuration reloaded from " + config_path_);
+  metrics_.configReloaded(true);
+  notifySystemd("READY=1");
+}
+
+void Server::startDrain() {
+  ConfigPtr config = this->config();
+  draining_.store(true);
+  metrics_.setDraining(true);
+  notifySystemd("STOPPING=1");
+  drain_phase_ = DrainPhase::delay;
+  logLine("info", "draining: /ping answers 503; still accepting for " +
+                      std::to_string(config->limits.shutdown_delay.count()) + " ms");
+  timeval tv = toTimeval(config->limits.shutdown_delay);
+  evtimer_add(drain_timer_.get(), &tv);
+}
+
+void Server::onDrainStep(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  switch (self->drain_phase_) {
+    case DrainPhase::delay:
+      self->stopListening();
+      break;
+    case DrainPhase::draining:
+      if (self->connections_.load() == 0 || std::chrono::steady_clock::now() >= self->drain_deadline_) {
+        self->finishDrain();
+        return;
+      }
+      break;
+    default:
+      return;
+  }
+  timeval tv = toTimeval(kDrainPoll);
+  evtimer_add(self->drain_timer_.get(), &tv);
+}
+
+void Server::stopListening() {
+  ConfigPtr config = this->config();
+  drain_phase_ = DrainPhase::draining;
+  drain_deadline_ = std::chrono::steady_clock::now() + config->limits.drain_timeout;
+  logLine("info", "draining: listeners closed; open work may finish for " +
+                      std::to_string(config->limits.drain_timeout.count()) + " ms");
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->post([worker] { worker->beginDrain(); });
+  }
+}
+
+void Server::finishDrain() {
+  drain_phase_ = DrainPhase::done;
+  if (connections_.load() != 0) {
+    logLine("warning", "drain_timeout reached with " + std::to_string(connections_.load()) +
+                           " connections open; closing them");
+  }
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->post([worker] {
+      worker->abortAll();
+      event_base_loopexit(worker->base(), nullptr);
+    });
+  }
+  event_base_loopexit(control_.get(), nullptr);
+}
+
+}  // namespace s3gate

@@ -1,1 +1,642 @@
-// placeholder: being written
+#include "proxy/session.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "metrics/metrics.h"
+#include "proxy/server.h"
+#include "proxy/tls_peek.h"
+
+namespace s3gate {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kMaxLingerBytes = 256 * 1024;
+constexpr Duration kLingerTime{std::chrono::seconds(2)};
+constexpr std::string_view kConnectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
+
+int64_t nowMillisSinceEpoch() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t millisSince(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+UpstreamError upstreamErrorFor(int err, bool timed_out) {
+  if (timed_out) {
+    return UpstreamError::timeout;
+  }
+  if (err == ECONNRESET || err == EPIPE) {
+    return UpstreamError::reset;
+  }
+  return UpstreamError::refused;
+}
+
+}  // namespace
+
+std::string_view Session::stateName(State state) {
+  switch (state) {
+    case State::reading_head:
+      return "reading_head";
+    case State::resolving:
+      return "resolving";
+    case State::connecting:
+      return "connecting";
+    case State::relaying:
+      return "relaying";
+    case State::responding:
+      return "responding";
+    case State::lingering:
+      return "lingering";
+    case State::closed:
+      return "closed";
+  }
+  return "unknown";
+}
+
+Session::Session(Worker& worker, ConfigPtr config, UniqueFd client, const SocketAddress& peer,
+                 bool overloaded)
+    : worker_(worker),
+      config_(std::move(config)),
+      client_(std::move(client)),
+      peer_(peer),
+      overloaded_(overloaded),
+      started_(Clock::now()) {
+  record_.client = peer_.toString();
+  record_.kind = "connect";
+  record_.method = "-";
+  record_.host = "-";
+  record_.decision = "deny";
+  worker_.metrics().connectionOpened();
+}
+
+Session::~Session() {
+  // Members close their fds and free their events; the relay closes its own.
+  worker_.metrics().connectionClosed();
+  worker_.server().removeConnection();
+}
+
+void Session::transitionTo(State next) {
+  // The legal moves of the diagram in session.h; anything else is a bug.
+  auto legal = [&] {
+    switch (state_) {
+      case State::reading_head:
+        return next == State::resolving || next == State::responding || next == State::closed;
+      case State::resolving:
+        return next == State::connecting || next == State::responding || next == State::closed;
+      case State::connecting:
+        return next == State::relaying || next == State::responding || next == State::closed;
+      case State::relaying:
+        return next == State::closed;
+      case State::responding:
+        return next == State::lingering || next == State::closed;
+      case State::lingering:
+        return next == State::closed;
+      case State::closed:
+        return false;
+    }
+    return false;
+  }();
+  if (!legal) {
+    fprintf(stderr, "s3gate: session %s: illegal move %s -> %s\n", record_.client.c_str(),
+            std::string(stateName(state_)).c_str(), std::string(stateName(next)).c_str());
+    std::abort();
+  }
+  state_ = next;
+}
+
+void Session::start() {
+  event_base* base = worker_.base();
+  client_read_.reset(event_new(base, client_.get(), EV_READ | EV_PERSIST, &onClientEvent, this));
+  client_write_.reset(event_new(base, client_.get(), EV_WRITE | EV_PERSIST, &onClientEvent, this));
+  timer_.reset(evtimer_new(base, &onTimer, this));
+  if (!client_read_ || !client_write_ || !timer_) {
+    finish("error");
+    return;
+  }
+  setTcpOptions(client_.get(), config_->limits.tcp_keepalive);
+  if (overloaded_) {
+    fail(Reason::overloaded, "the proxy is at max_connections");
+    return;
+  }
+  event_add(client_read_.get(), nullptr);
+  armTimer(config_->limits.header_timeout);
+}
+
+void Session::closeIfIdle() {
+  if (state_ == State::reading_head && in_.empty()) {
+    record_.close = "draining";
+    finish("draining");
+  }
+}
+
+void Session::abort() {
+  if (state_ == State::relaying && relay_) {
+    relay_->stop();  // onRelayDone finishes the session
+    return;
+  }
+  if (state_ != State::closed) {
+    finish("shutdown");
+  }
+}
+
+void Session::onClientEvent(evutil_socket_t, short what, void* arg) {
+  auto* self = static_cast<Session*>(arg);
+  if (what & EV_READ) {
+    self->onReadable();
+  }
+  if ((what & EV_WRITE) && self->state_ != State::closed) {
+    self->onWritable();
+  }
+}
+
+void Session::onTimer(evutil_socket_t, short, void* arg) { static_cast<Session*>(arg)->onTimeout(); }
+
+void Session::onUpstreamEvent(evutil_socket_t, short what, void* arg) {
+  auto* self = static_cast<Session*>(arg);
+  if (what & EV_TIMEOUT) {
+    self->connectFailed(ETIMEDOUT, true);
+  } else {
+    self->onUpstreamReady();
+  }
+}
+
+void Session::armTimer(Duration after) {
+  timeval tv = toTimeval(after);
+  evtimer_add(timer_.get(), &tv);
+}
+
+void Session::onReadable() {
+  if (state_ == State::lingering) {
+    char sink[16 * 1024];
+    ssize_t n = recv(client_.get(), sink, sizeof(sink), 0);
+    if (n > 0) {
+      lingered_ += static_cast<size_t>(n);
+      if (lingered_ > kMaxLingerBytes) {
+        finish(record_.close.empty() ? "linger_limit" : record_.close);
+      }
+      return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      return;
+    }
+    finish(record_.close);
+    return;
+  }
+  if (state_ != State::reading_head) {
+    // Bytes after a complete head wait in the socket until the tunnel opens.
+    event_del(client_read_.get());
+    return;
+  }
+  const Limits& limits = config_->limits;
+  size_t cap = limits.max_header_bytes + 1;
+  size_t want = std::min(kReadChunk, cap - std::min(cap, in_.size()));
+  if (want == 0) {
+    fail(Reason::header_too_large);
+    return;
+  }
+  size_t old = in_.size();
+  in_.resize(old + want);
+  ssize_t n = recv(client_.get(), in_.data() + old, want, 0);
+  if (n <= 0) {
+    in_.resize(old);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      return;
+    }
+    // The client went away before finishing its request: nothing to answer.
+    record_.close = n == 0 ? "client_eof" : "client_error";
+    if (old == 0) {
+      // A connection that never said anything (a health check) leaves no line.
+      logged_ = true;
+    } else {
+      record_.status = 0;
+      record_.reason = std::string(reasonName(Reason::bad_request));
+      worker_.metrics().countDenied(Reason::bad_request);
+    }
+    finish(record_.close);
+    return;
+  }
+  in_.resize(old + static_cast<size_t>(n));
+  ParseLimits parse_limits{static_cast<size_t>(limits.max_header_bytes),
+                           static_cast<size_t>(limits.max_headers)};
+  ParseResult parsed = parseRequestHead(in_, parse_limits);
+  if (parsed.status == ParseStatus::incomplete) {
+    return;
+  }
+  if (parsed.status == ParseStatus::error) {
+    if (!parsed.head.method.empty()) {
+      record_.method = std::string(parsed.head.method);
+      record_.kind = parsed.head.method == "CONNECT" ? "connect" : "http";
+    }
+    fail(parsed.reason);
+    return;
+  }
+  event_del(client_read_.get());
+  evtimer_del(timer_.get());
+  head_length_ = parsed.head.head_length;
+  onHead(parsed.head);
+}
+
+void Session::onHead(const RequestHead& head) {
+  record_.method = std::string(head.method);
+  switch (head.target.form) {
+    case TargetForm::authority:
+      onConnect(head);
+      return;
+    case TargetForm::absolute:
+      onPlainHttp(head);
+      return;
+    case TargetForm::origin:
+      onLocal(head);
+      return;
+  }
+}
+
+void Session::onLocal(const RequestHead& head) {
+  record_.kind = "local";
+  record_.host = "-";
+  if ((head.method == "GET" || head.method == "HEAD") && head.target.path == "/ping") {
+    record_.decision = "allow";
+    worker_.metrics().countRequest(RequestKind::local, Verdict::allow);
+    bool draining = worker_.server().draining();
+    std::string_view body = draining ? "draining\n" : "OK";
+    respond(draining ? 503 : 200, draining ? "Service Unavailable" : "OK",
+            "Content-Type: text/plain\r\n", head.method == "HEAD" ? "" : body, false,
+            Reason::none);
+    return;
+  }
+  record_.kind = "http";
+  fail(Reason::bad_request, "this is a proxy: send absolute-form or CONNECT requests");
+}
+
+void Session::onPlainHttp(const RequestHead& head) {
+  record_.kind = "http";
+  DecisionInput input;
+  input.client = peer_.ip();
+  input.kind = RequestKindForDecision::http;
+  input.method = head.method;
+  input.host = head.target.host;
+  input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
+  input.port = head.target.port;
+  input.port_given = head.target.port_given;
+  input.path = head.target.path;
+  decision_ = decide(*config_, input);
+  record_.host = decision_.host.empty() ? std::string(head.target.host) : decision_.host;
+  record_.port = head.target.port;
+  record_.rule = decision_.rule;
+  if (!decision_.name.bucket.empty()) {
+    record_.bucket = decision_.name.bucket;
+  }
+  worker_.metrics().countRequest(RequestKind::http, decision_.verdict);
+  if (decision_.verdict == Verdict::report) {
+    worker_.metrics().countDenied(decision_.reason);  // a would-be denial
+  }
+  if (decision_.verdict == Verdict::deny) {
+    fail(decision_.reason, decision_.detail);
+    return;
+  }
+  // Plain-HTTP forwarding is the forwarder's job, which this build does not have yet.
+  record_.decision = std::string(verdictName(decision_.verdict));
+  respond(501, "Not Implemented", "Content-Type: text/plain\r\n",
+          "s3gate: plain HTTP forwarding is not available in this build; use HTTPS (CONNECT)\n",
+          false, Reason::none);
+}
+
+void Session::onConnect(const RequestHead& head) {
+  record_.kind = "connect";
+  DecisionInput input;
+  input.client = peer_.ip();
+  input.kind = RequestKindForDecision::connect;
+  input.method = head.method;
+  input.host = head.target.host;
+  input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
+  input.port = head.target.port;
+  input.port_given = head.target.port_given;
+  decision_ = decide(*config_, input);
+  record_.host = decision_.host.empty() ? std::string(head.target.host) : decision_.host;
+  record_.port = head.target.port;
+  record_.rule = decision_.rule;
+  if (!decision_.name.bucket.empty()) {
+    record_.bucket = decision_.name.bucket;
+  }
+  worker_.metrics().countRequest(RequestKind::connect, decision_.verdict);
+  if (decision_.verdict == Verdict::report) {
+    worker_.metrics().countDenied(decision_.reason);  // a would-be denial
+  }
+  if (decision_.verdict == Verdict::deny) {
+    fail(decision_.reason, decision_.detail);
+    return;
+  }
+  record_.decision = std::string(verdictName(decision_.verdict));
+  if (decision_.reason != Reason::none) {
+    record_.reason = std::string(reasonName(decision_.reason));
+  }
+  transitionTo(State::resolving);
+  if (decision_.ip_literal) {
+    // Let through by report mode: held to the address rules like a DNS answer.
+    useAddresses(filterResolvedAddresses(*config_, {decision_.literal}));
+    return;
+  }
+  if (const DnsPin* pin = findPin(*config_, decision_.host)) {
+    worker_.metrics().countDnsLookup(DnsResult::pinned);
+    useAddresses(pin->addresses);
+    return;
+  }
+  lookup_ = worker_.resolver().resolve(decision_.host,
+                                       [this](const DnsAnswer& answer) { onResolved(answer); });
+}
+
+void Session::onResolved(const DnsAnswer& answer) {
+  if (state_ != State::resolving) {
+    return;
+  }
+  if (answer.error != Reason::none) {
+    worker_.metrics().countDnsLookup(DnsResult::failed);
+    fail(answer.error, "no usable answer for " + decision_.host);
+    return;
+  }
+  worker_.metrics().countDnsLookup(answer.source == DnsAnswer::Source::cache_hit
+                                       ? DnsResult::cache_hit
+                                       : DnsResult::resolved);
+  useAddresses(filterResolvedAddresses(*config_, answer.addresses));
+}
+
+void Session::useAddresses(const std::vector<IpAddress>& addresses) {
+  if (addresses.empty()) {
+    fail(Reason::dns_pin_violation, "no address of " + decision_.host + " may be connected to");
+    return;
+  }
+  addresses_ = addresses;
+  next_address_ = 0;
+  transitionTo(State::connecting);
+  connectNext();
+}
+
+void Session::connectNext() {
+  while (next_address_ < addresses_.size()) {
+    upstream_address_ = SocketAddress(addresses_[next_address_++], decision_.port);
+    bool in_progress = false;
+    int err = 0;
+    connect_started_ = Clock::now();
+    upstream_ = startConnect(upstream_address_, &in_progress, &err);
+    if (!upstream_) {
+      worker_.metrics().countUpstreamError(upstreamErrorFor(err, false));
+      last_connect_failure_ = Reason::connect_failed;
+      continue;
+    }
+    if (!in_progress) {
+      startTunnel();
+      return;
+    }
+    upstream_event_.reset(
+        event_new(worker_.base(), upstream_.get(), EV_WRITE, &onUpstreamEvent, this));
+    timeval tv = toTimeval(config_->limits.connect_timeout);
+    event_add(upstream_event_.get(), &tv);
+    return;
+  }
+  fail(last_connect_failure_, "could not connect to " + decision_.host);
+}
+
+void Session::onUpstreamReady() {
+  int err = socketError(upstream_.get());
+  if (err != 0) {
+    connectFailed(err, false);
+    return;
+  }
+  upstream_event_.reset();
+  startTunnel();
+}
+
+void Session::connectFailed(int err, bool timed_out) {
+  upstream_event_.reset();
+  upstream_.reset();
+  worker_.metrics().countUpstreamError(upstreamErrorFor(err, timed_out));
+  last_connect_failure_ = timed_out ? Reason::connect_timeout : Reason::connect_failed;
+  connectNext();
+}
+
+void Session::startTunnel() {
+  double seconds = std::chrono::duration<double>(Clock::now() - connect_started_).count();
+  worker_.metrics().observeUpstreamConnect(seconds);
+  setTcpOptions(upstream_.get(), config_->limits.tcp_keepalive);
+  record_.upstream = upstream_address_.toString();
+  record_.status = 200;
+  transitionTo(State::relaying);
+  tunnel_open_ = true;
+  tunnel_started_ = Clock::now();
+  worker_.metrics().tunnelOpened();
+  client_read_.reset();
+  client_write_.reset();
+  timer_.reset();
+
+  FirstBytesInspector inspector;
+  if (config_->tunnel.verify_sni) {
+    std::string expected = decision_.host;
+    inspector = [expected](std::string_view bytes) {
+      ClientHelloInfo hello = peekClientHello(bytes);
+      switch (hello.status) {
+        case ClientHelloStatus::incomplete:
+          return InspectVerdict::need_more;
+        case ClientHelloStatus::not_tls:
+          return InspectVerdict::pass;  // SPEC: non-TLS client bytes are relayed as they are
+        case ClientHelloStatus::malformed:
+        case ClientHelloStatus::no_sni:
+          return InspectVerdict::deny;
+        case ClientHelloStatus::ok: {
+          std::string name;
+          if (!normalizeHostName(hello.server_name, &name)) {
+            return InspectVerdict::deny;
+          }
+          return name == expected ? InspectVerdict::pass : InspectVerdict::deny;
+        }
+      }
+      return InspectVerdict::deny;
+    };
+  }
+  RelayOptions options;
+  options.idle_timeout = config_->limits.idle_timeout;
+  std::string prefix_up = in_.substr(std::min(in_.size(), head_length_));
+  in_.clear();
+  in_.shrink_to_fit();
+  relay_ = Relay::start(worker_.base(), std::move(client_), std::move(upstream_),
+                        std::move(prefix_up), std::string(kConnectEstablished), options,
+                        std::move(inspector),
+                        [this](const RelayResult& result) { onRelayDone(result); });
+  if (!relay_) {
+    finish("error");
+  }
+}
+
+void Session::onRelayDone(const RelayResult& result) {
+  record_.bytes_up = result.bytes_up;
+  record_.bytes_down = result.bytes_down;
+  record_.close = std::string(relayCloseName(result.close));
+  if (result.close == RelayClose::inspect_denied) {
+    record_.decision = "deny";
+    record_.reason = std::string(reasonName(Reason::sni_mismatch));
+    record_.close = "sni_mismatch";
+    worker_.metrics().countDenied(Reason::sni_mismatch);
+  }
+  finish(record_.close);
+}
+
+void Session::fail(Reason reason, const std::string& detail) {
+  record_.reason = std::string(reasonName(reason));
+  if (isUpstreamFailure(reason)) {
+    // An allowed request that failed upstream keeps its verdict (SPEC section 4).
+    if (record_.decision != "report") {
+      record_.decision = "allow";
+    }
+  } else {
+    record_.decision = "deny";
+    worker_.metrics().countDenied(reason);
+  }
+  std::string body = "s3gate: ";
+  body += reasonName(reason);
+  if (!detail.empty()) {
+    body += ": ";
+    for (char c : detail) {
+      body += (c == '\r' || c == '\n') ? ' ' : c;
+    }
+  }
+  body += "\n";
+  respond(reasonStatus(reason), reasonStatusText(reason), "Content-Type: text/plain\r\n", body,
+          true, reason);
+}
+
+void Session::respond(int status, std::string_view status_text, std::string_view extra_headers,
+                      std::string_view body, bool with_proxy_status, Reason reason) {
+  if (state_ == State::resolving || state_ == State::connecting || state_ == State::reading_head) {
+    transitionTo(State::responding);
+  }
+  lookup_.reset();
+  upstream_event_.reset();
+  upstream_.reset();
+  record_.status = status;
+  out_ = "HTTP/1.1 " + std::to_string(status) + " " + std::string(status_text) + "\r\n";
+  if (with_proxy_status) {
+    out_ += "Proxy-Status: s3gate; error=";
+    out_ += proxyStatusError(reason);
+    out_ += "; details=\"";
+    out_ += reasonName(reason);
+    out_ += "\"\r\n";
+  }
+  out_ += extra_headers;
+  out_ += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  out_ += "Connection: close\r\n\r\n";
+  out_ += body;
+  out_pos_ = 0;
+  event_del(client_read_.get());
+  evtimer_del(timer_.get());
+  // A response that cannot be written within the linger time is given up.
+  armTimer(kLingerTime);
+  onWritable();
+}
+
+void Session::onWritable() {
+  if (state_ != State::responding) {
+    event_del(client_write_.get());
+    return;
+  }
+  while (out_pos_ < out_.size()) {
+    ssize_t n = send(client_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL);
+    if (n > 0) {
+      out_pos_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      event_add(client_write_.get(), nullptr);
+      return;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    finish("client_error");
+    return;
+  }
+  event_del(client_write_.get());
+  startLinger();
+}
+
+void Session::startLinger() {
+  transitionTo(State::lingering);
+  if (record_.close.empty()) {
+    record_.close = "proxy_close";
+  }
+  shutdown(client_.get(), SHUT_WR);
+  event_add(client_read_.get(), nullptr);
+  armTimer(kLingerTime);
+}
+
+void Session::onTimeout() {
+  switch (state_) {
+    case State::reading_head:
+      if (in_.empty()) {
+        // Nothing was ever sent: close quietly, as Squid does with idle clients.
+        logged_ = true;
+        finish("header_timeout");
+        return;
+      }
+      record_.close = "header_timeout";
+      fail(Reason::header_timeout);
+      return;
+    case State::responding:
+      finish("client_stalled");
+      return;
+    case State::lingering:
+      finish(record_.close);
+      return;
+    default:
+      return;
+  }
+}
+
+void Session::finish(const std::string& close) {
+  if (state_ == State::closed) {
+    return;
+  }
+  if (record_.close.empty()) {
+    record_.close = close;
+  }
+  transitionTo(State::closed);
+  lookup_.reset();
+  upstream_event_.reset();
+  client_read_.reset();
+  client_write_.reset();
+  timer_.reset();
+  upstream_.reset();
+  client_.reset();
+  if (tunnel_open_) {
+    auto seconds = std::chrono::duration<double>(Clock::now() - tunnel_started_).count();
+    worker_.metrics().tunnelClosed(seconds);
+    worker_.metrics().addBytes(Direction::up, record_.bytes_up);
+    worker_.metrics().addBytes(Direction::down, record_.bytes_down);
+    worker_.metrics().addBucketBytes(record_.rule, Direction::up, record_.bytes_up);
+    worker_.metrics().addBucketBytes(record_.rule, Direction::down, record_.bytes_down);
+  }
+  logAndCount();
+  worker_.reap(this);
+}
+
+void Session::logAndCount() {
+  if (logged_) {
+    return;
+  }
+  logged_ = true;
+  record_.time_ms = nowMillisSinceEpoch();
+  record_.duration_ms = millisSince(started_);
+  worker_.accessLog().write(record_);
+}
+
+}  // namespace s3gate

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what s3gate needs to build and test on Debian 12, from Debian's packages.
+# Run as root, or as a user with sudo.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config
+  libevent-dev libssl-dev libc-ares-dev libyaml-cpp-dev prometheus-cpp-dev libsystemd-dev
+  # tests: unit framework and the real peers of the integration tests
+  catch2 curl openssl python3 ca-certificates procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-build-deps: everything is installed"
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+echo "install-build-deps: installing ${missing[*]}"
+$sudo apt-get update
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,75 @@
+#pragma once
+// The relay: the byte pump of a tunnel. Two connected sockets in; byte counts
+// and a close reason out. Everything else about a tunnel (decisions, logs,
+// metrics) lives in the session, so the pump can be replaced (splice, io_uring)
+// without touching the rest.
+//
+// Contract:
+// - The relay owns both sockets from start() on and closes them when it ends.
+// - Memory is bounded: one buffer per direction, allocated when bytes first flow
+//   in that direction. A full buffer stops reading its source until the
+//   destination has taken bytes (a slow reader slows its writer).
+// - EOF from one side becomes shutdown(SHUT_WR) on the other once everything
+//   read before it has been written; the relay ends when both directions are
+//   done, on an error, or after `idle_timeout` with no bytes either way.
+// - `on_done` runs once, from the event loop; the owner must not destroy the
+//   Relay inside it (defer the destruction to after the callback returns).
+
+#include <event2/event.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "acl/config.h"
+#include "proxy/socket.h"
+
+namespace s3gate {
+
+enum class RelayClose {
+  client_eof,      // both directions finished, the client closed first
+  upstream_eof,    // both directions finished, the upstream closed first
+  idle_timeout,    // no bytes either way for idle_timeout
+  client_error,    // reset or error on the client socket
+  upstream_error,  // reset or error on the upstream socket
+  inspect_denied,  // the first-bytes inspector refused the client's bytes
+  shutdown,        // stopped by the owner (drain deadline, exit)
+};
+std::string_view relayCloseName(RelayClose close);
+
+struct RelayResult {
+  uint64_t bytes_up = 0;    // client to upstream, after the tunnel opened
+  uint64_t bytes_down = 0;  // upstream to client, not counting prefix_down
+  RelayClose close = RelayClose::client_eof;
+};
+
+// Looks at the client's first bytes before any of them is sent upstream.
+enum class InspectVerdict { need_more, pass, deny };
+using FirstBytesInspector = std::function<InspectVerdict(std::string_view client_bytes)>;
+
+struct RelayOptions {
+  Duration idle_timeout{std::chrono::seconds(300)};
+  size_t buffer_bytes = 64 * 1024;  // per direction
+};
+
+class Relay {
+ public:
+  using DoneCallback = std::function<void(const RelayResult&)>;
+
+  // prefix_up: client bytes already read (after the request head), sent first
+  // and counted. prefix_down: bytes for the client before any upstream byte
+  // (the "200 Connection established" head), not counted.
+  static std::unique_ptr<Relay> start(event_base* base, UniqueFd client, UniqueFd upstream,
+                                      std::string prefix_up, std::string prefix_down,
+                                      const RelayOptions& options, FirstBytesInspector inspector,
+                                      DoneCallback on_done);
+  virtual ~Relay() = default;
+
+  // Ends the relay now with RelayClose::shutdown (on_done runs from inside).
+  virtual void stop() = 0;
+  virtual RelayResult progress() const = 0;
+};
+
+}  // namespace s3gate

@@ -1,0 +1,124 @@
+#pragma once
+// One client connection's life, as a state machine you can read:
+//
+//   reading_head -> resolving -> connecting -> relaying -> closed
+//        |              |            |
+//        +--------------+------------+-----> responding -> lingering -> closed
+//
+// reading_head: the request head arrives (header_timeout, size limits).
+// resolving:    pins, else one DNS lookup; the answer is checked once.
+// connecting:   each checked address in turn, connect_timeout each.
+// relaying:     the Relay owns both sockets until the tunnel ends.
+// responding:   an error or local response is written.
+// lingering:    after the response, the client's remaining bytes are read and
+//               dropped for a short while so the close does not turn into a
+//               reset that destroys the response before the client reads it.
+//
+// libevent callbacks only dispatch to the on*() methods. A session never
+// destroys itself: it asks its worker to reap it after the callback returns.
+
+#include <event2/event.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "acl/config.h"
+#include "acl/decision.h"
+#include "proxy/access_log.h"
+#include "proxy/event_ptr.h"
+#include "proxy/http_parser.h"
+#include "proxy/relay.h"
+#include "proxy/resolver.h"
+#include "proxy/socket.h"
+
+namespace s3gate {
+
+class Worker;
+
+class Session {
+ public:
+  enum class State { reading_head, resolving, connecting, relaying, responding, lingering, closed };
+  static std::string_view stateName(State state);
+
+  // `overloaded`: the connection limit was reached; answer 503 and close.
+  Session(Worker& worker, ConfigPtr config, UniqueFd client, const SocketAddress& peer,
+          bool overloaded);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start();
+  // Drain: a session still waiting for its request head is closed now.
+  void closeIfIdle();
+  // Drain deadline: whatever it is doing, it ends now.
+  void abort();
+  State state() const { return state_; }
+
+ private:
+  void transitionTo(State next);
+
+  static void onClientEvent(evutil_socket_t fd, short what, void* arg);
+  static void onTimer(evutil_socket_t fd, short what, void* arg);
+  static void onUpstreamEvent(evutil_socket_t fd, short what, void* arg);
+
+  void onReadable();
+  void onWritable();
+  void onTimeout();
+  void onHead(const RequestHead& head);
+  void onConnect(const RequestHead& head);
+  void onPlainHttp(const RequestHead& head);
+  void onLocal(const RequestHead& head);
+  void onResolved(const DnsAnswer& answer);
+  void useAddresses(const std::vector<IpAddress>& addresses);
+  void connectNext();
+  void onUpstreamReady();
+  void connectFailed(int err, bool timed_out);
+  void startTunnel();
+  void onRelayDone(const RelayResult& result);
+
+  void fail(Reason reason, const std::string& detail = {});
+  void respond(int status, std::string_view status_text, std::string_view extra_headers,
+               std::string_view body, bool with_proxy_status, Reason reason);
+  void startLinger();
+  void finish(const std::string& close);
+  void armTimer(Duration after);
+  void logAndCount();
+
+  Worker& worker_;
+  ConfigPtr config_;
+  UniqueFd client_;
+  SocketAddress peer_;
+  State state_ = State::reading_head;
+  bool overloaded_ = false;
+  bool tunnel_open_ = false;
+
+  EventPtr client_read_;
+  EventPtr client_write_;
+  EventPtr timer_;
+  EventPtr upstream_event_;
+
+  std::string in_;  // the request head as it arrives, then any bytes after it
+  size_t head_length_ = 0;
+  std::string out_;     // a response being written
+  size_t out_pos_ = 0;  // bytes of out_ already written
+  size_t lingered_ = 0;
+
+  Decision decision_;
+  std::unique_ptr<Resolver::Lookup> lookup_;
+  std::vector<IpAddress> addresses_;
+  size_t next_address_ = 0;
+  UniqueFd upstream_;
+  SocketAddress upstream_address_;
+  std::chrono::steady_clock::time_point connect_started_;
+  Reason last_connect_failure_ = Reason::connect_failed;
+  std::unique_ptr<Relay> relay_;
+
+  AccessRecord record_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point tunnel_started_;
+  bool logged_ = false;
+};
+
+}  // namespace s3gate
