@@ -18,7 +18,12 @@ namespace s3gate {
 enum class Verdict { allow, deny, report };
 std::string_view verdictName(Verdict v);  // "allow", "deny", "report"
 
-enum class RequestKindForDecision { connect, http };
+// connect: a CONNECT tunnel or an sni listener's connection (name and port only).
+// http: a plain (absolute-form) HTTP request; its URL names port 80 or none.
+// inspect: a request inside an inspected tunnel to an S3 name: the port is the
+// tunnel's (held to `ports`), the bucket comes from the name or path, and the
+// method is checked, as for plain HTTP.
+enum class RequestKindForDecision { connect, http, inspect };
 
 struct DecisionInput {
   IpAddress client;
@@ -35,9 +40,11 @@ struct DecisionInput {
 struct Decision {
   Verdict verdict = Verdict::deny;
   Reason reason = Reason::none;  // the failing step's reason (also in report mode)
-  std::string rule = "-";        // the bucket rule's name; "-" where none decided
-  std::string host;              // the normalised name ("" when it was not a valid name)
-  uint16_t port = 0;
+  std::string rule = "-";        // the bucket rule's name; "-" where none decided (in a
+                                 // denial, set only for method_not_allowed)
+  std::string host;              // the normalised name ("" when it was not a valid name; an IP
+                                 // literal's canonical text when ip_literal)
+  uint16_t port = 0;             // the port in effect (80 for a plain-HTTP URL without one)
   S3Name name;                   // kind, region, bucket
   bool ip_literal = false;       // the target is an IP literal (report mode may let it through)
   IpAddress literal;             // the literal's address, when ip_literal
@@ -49,7 +56,9 @@ struct Decision {
 Decision decide(const Config& config, const DecisionInput& input);
 
 // Name normalisation (SPEC section 3, step 2): lower case, one trailing dot
-// removed; false when the result is not a valid DNS name.
+// removed; false when the result is not a valid DNS name (labels of 1-63 letters,
+// digits, '-' and '_', no '-' at either end; 253 characters at most; a top-level
+// label that is not all digits). `out` is empty on false.
 bool normalizeHostName(std::string_view raw, std::string* out);
 
 // An IP literal in any spelling a resolver or client might accept

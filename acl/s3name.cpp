@@ -1,1 +1,239 @@
-// placeholder: being written
+#include "acl/s3name.h"
+
+#include <vector>
+
+namespace s3gate {
+
+namespace {
+
+constexpr std::string_view kCommercialSuffix = ".amazonaws.com";
+constexpr std::string_view kChinaSuffix = ".amazonaws.com.cn";
+
+bool isLower(char c) {
+  return c >= 'a' && c <= 'z';
+}
+bool isDigit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+bool endsWith(std::string_view text, std::string_view suffix) {
+  return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
+}
+
+std::vector<std::string_view> splitLabels(std::string_view text) {
+  std::vector<std::string_view> labels;
+  size_t start = 0;
+  while (true) {
+    size_t dot = text.find('.', start);
+    if (dot == std::string_view::npos) {
+      labels.push_back(text.substr(start));
+      return labels;
+    }
+    labels.push_back(text.substr(start, dot - start));
+    start = dot + 1;
+  }
+}
+
+// "192.168.5.4": four groups of digits. S3 refuses such bucket names, and a
+// virtual-hosted name made of one is an address in disguise.
+bool looksLikeIpv4(std::string_view text) {
+  auto labels = splitLabels(text);
+  if (labels.size() != 4) {
+    return false;
+  }
+  for (auto label : labels) {
+    if (label.empty()) {
+      return false;
+    }
+    for (char c : label) {
+      if (!isDigit(c)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// S3's bucket naming rules for names that can appear in a host name: 3 to 63
+// characters of lower-case letters, digits, dots and hyphens, beginning and ending
+// with a letter or digit, no "..", not shaped like an IPv4 address.
+bool isVirtualHostableBucket(std::string_view bucket) {
+  if (bucket.size() < 3 || bucket.size() > 63) {
+    return false;
+  }
+  for (char c : bucket) {
+    if (!isLower(c) && !isDigit(c) && c != '.' && c != '-') {
+      return false;
+    }
+  }
+  auto alnum = [](char c) { return isLower(c) || isDigit(c); };
+  if (!alnum(bucket.front()) || !alnum(bucket.back())) {
+    return false;
+  }
+  if (bucket.find("..") != std::string_view::npos) {
+    return false;
+  }
+  return !looksLikeIpv4(bucket);
+}
+
+// Joins labels[0, count) with dots: the bucket part of a virtual-hosted name.
+std::string joinLabels(const std::vector<std::string_view>& labels, size_t count) {
+  std::string out;
+  for (size_t i = 0; i < count; ++i) {
+    if (i > 0) {
+      out += '.';
+    }
+    out += labels[i];
+  }
+  return out;
+}
+
+// The endpoint labels at the end of `labels` (everything before the partition
+// suffix): how many there are, and what they say. Matched from the right, one whole
+// label at a time, so that a bucket ending in "s3" or a look-alike label never counts.
+struct EndpointMatch {
+  size_t label_count = 0;  // 0: no endpoint form matched
+  std::string region;
+  bool dualstack = false;
+  bool fips = false;
+};
+
+EndpointMatch matchEndpoint(const std::vector<std::string_view>& labels, bool china) {
+  EndpointMatch m;
+  const size_t n = labels.size();
+  if (n == 0) {
+    return m;
+  }
+  const std::string_view last = labels[n - 1];
+  // The partition must agree with the region: cn-* lives under amazonaws.com.cn,
+  // everything else under amazonaws.com.
+  auto regionFitsPartition = [china](std::string_view region) {
+    return (region.substr(0, 3) == "cn-") == china;
+  };
+
+  if (isRegionName(last)) {
+    if (!regionFitsPartition(last) || n < 2) {
+      return m;
+    }
+    m.region = std::string(last);
+    const std::string_view before = labels[n - 2];
+    if (before == "s3" || before == "s3-fips") {  // s3.R, s3-fips.R
+      m.label_count = 2;
+      m.fips = before == "s3-fips";
+      return m;
+    }
+    if (before == "dualstack" && n >= 3 &&
+        (labels[n - 3] == "s3" || labels[n - 3] == "s3-fips")) {  // s3[-fips].dualstack.R
+      m.label_count = 3;
+      m.dualstack = true;
+      m.fips = labels[n - 3] == "s3-fips";
+      return m;
+    }
+    return m;
+  }
+
+  // s3-R: the region inside the label.
+  if (last.substr(0, 3) == "s3-" && isRegionName(last.substr(3))) {
+    const std::string_view region = last.substr(3);
+    if (regionFitsPartition(region)) {
+      m.region = std::string(region);
+      m.label_count = 1;
+    }
+    return m;
+  }
+
+  // The global names, which AWS serves from us-east-1 (commercial partition only).
+  if (!china && (last == "s3" || last == "s3-external-1")) {
+    m.region = "us-east-1";
+    m.label_count = 1;
+  }
+  return m;
+}
+
+}  // namespace
+
+std::string_view s3NameKindName(S3NameKind kind) {
+  switch (kind) {
+    case S3NameKind::not_s3:
+      return "not_s3";
+    case S3NameKind::endpoint:
+      return "endpoint";
+    case S3NameKind::virtual_hosted:
+      return "virtual_hosted";
+  }
+  return "not_s3";
+}
+
+bool isRegionName(std::string_view text) {
+  // xx-name[-name...]-N: a two-letter area, one or more letter groups, a number.
+  // Real or not: the list of regions grows, and `s3.regions` is what limits them.
+  if (text.size() > 63) {
+    return false;
+  }
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (true) {
+    size_t dash = text.find('-', start);
+    parts.push_back(text.substr(start, dash == std::string_view::npos ? dash : dash - start));
+    if (dash == std::string_view::npos) {
+      break;
+    }
+    start = dash + 1;
+  }
+  if (parts.size() < 3 || parts.front().size() != 2) {
+    return false;
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const bool number = i + 1 == parts.size();
+    if (parts[i].empty()) {
+      return false;
+    }
+    for (char c : parts[i]) {
+      if (number ? !isDigit(c) : !isLower(c)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+S3Name parseS3Name(std::string_view host) {
+  S3Name name;
+  bool china = false;
+  std::string_view rest;
+  if (endsWith(host, kChinaSuffix)) {
+    china = true;
+    rest = host.substr(0, host.size() - kChinaSuffix.size());
+  } else if (endsWith(host, kCommercialSuffix)) {
+    rest = host.substr(0, host.size() - kCommercialSuffix.size());
+  } else {
+    return name;
+  }
+  if (rest.empty()) {
+    return name;
+  }
+  const auto labels = splitLabels(rest);
+  const EndpointMatch m = matchEndpoint(labels, china);
+  if (m.label_count == 0) {
+    return name;
+  }
+  const size_t bucket_labels = labels.size() - m.label_count;
+  if (bucket_labels > 0) {
+    std::string bucket = joinLabels(labels, bucket_labels);
+    // A name S3 would not serve as a bucket is not an S3 name: it falls through to
+    // `hosts`, never to a bucket rule that might glob-match it.
+    if (!isVirtualHostableBucket(bucket)) {
+      return name;
+    }
+    name.kind = S3NameKind::virtual_hosted;
+    name.bucket = std::move(bucket);
+  } else {
+    name.kind = S3NameKind::endpoint;
+  }
+  name.region = m.region;
+  name.dualstack = m.dualstack;
+  name.fips = m.fips;
+  return name;
+}
+
+}  // namespace s3gate

@@ -90,7 +90,7 @@ int explain(const Config& config, const std::vector<std::string>& args) {
   }
   printf("rule:    %s\n", d.rule.c_str());
   printf("host:    %s\n", d.host.empty() ? "-" : d.host.c_str());
-  printf("port:    %u\n", static_cast<unsigned>(target.port));
+  printf("port:    %u\n", static_cast<unsigned>(d.port != 0 ? d.port : target.port));
   printf("name:    kind=%s region=%s bucket=%s\n", std::string(s3NameKindName(d.name.kind)).c_str(),
          d.name.region.empty() ? "-" : d.name.region.c_str(),
          d.name.bucket.empty() ? "-" : d.name.bucket.c_str());
