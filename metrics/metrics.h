@@ -12,6 +12,7 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -31,6 +32,7 @@ enum class DnsResult { cache_hit, resolved, pinned, failed };
 class Metrics {
  public:
   Metrics();
+  ~Metrics();
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
@@ -59,6 +61,7 @@ class Metrics {
   double denied(Reason reason) const;
   double connectionsActive() const;
   double tunnelsActive() const;
+  double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -1,1 +1,329 @@
-// placeholder: being written
+#include "proxy/access_log.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <string_view>
+
+namespace s3gate {
+
+namespace {
+
+constexpr char kHex[] = "0123456789abcdef";
+
+void appendEscapedByte(std::string& out, unsigned char byte) {
+  out += "\\u00";
+  out += kHex[byte >> 4];
+  out += kHex[byte & 0xf];
+}
+
+bool isContinuation(unsigned char byte) {
+  return (byte & 0xc0) == 0x80;
+}
+
+// The length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF) that starts at text[i], or 0.
+size_t utf8SequenceLength(std::string_view text, size_t i) {
+  auto at = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
+  unsigned char lead = at(0);
+  size_t length = 0;
+  unsigned char second_min = 0x80;
+  unsigned char second_max = 0xbf;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) {
+      second_min = 0xa0;  // overlong
+    } else if (lead == 0xed) {
+      second_max = 0x9f;  // surrogates
+    }
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) {
+      second_min = 0x90;  // overlong
+    } else if (lead == 0xf4) {
+      second_max = 0x8f;  // above U+10FFFF
+    }
+  } else {
+    return 0;
+  }
+  if (text.size() - i < length) {
+    return 0;
+  }
+  if (at(1) < second_min || at(1) > second_max) {
+    return 0;
+  }
+  for (size_t k = 2; k < length; ++k) {
+    if (!isContinuation(at(k))) {
+      return 0;
+    }
+  }
+  return length;
+}
+
+// A JSON string literal. Control characters, DEL, U+2028/U+2029 and every byte
+// that is not part of well-formed UTF-8 become \u00XX escapes, so the result is
+// always valid UTF-8 on one line whatever the input.
+void appendJsonString(std::string& out, std::string_view text) {
+  out += '"';
+  size_t i = 0;
+  while (i < text.size()) {
+    auto byte = static_cast<unsigned char>(text[i]);
+    if (byte < 0x80) {
+      if (byte == '"') {
+        out += "\\\"";
+      } else if (byte == '\\') {
+        out += "\\\\";
+      } else if (byte < 0x20 || byte == 0x7f) {
+        appendEscapedByte(out, byte);
+      } else {
+        out += static_cast<char>(byte);
+      }
+      ++i;
+      continue;
+    }
+    size_t length = utf8SequenceLength(text, i);
+    if (length == 0) {
+      appendEscapedByte(out, byte);
+      ++i;
+      continue;
+    }
+    // U+2028 and U+2029 end a line for JavaScript readers.
+    if (length == 3 && byte == 0xe2 && static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+        (static_cast<unsigned char>(text[i + 2]) & 0xfe) == 0xa8) {
+      out += static_cast<unsigned char>(text[i + 2]) == 0xa8 ? "\\u2028" : "\\u2029";
+    } else {
+      out.append(text.substr(i, length));
+    }
+    i += length;
+  }
+  out += '"';
+}
+
+void appendTime(std::string& out, int64_t time_ms) {
+  int64_t seconds = time_ms / 1000;
+  int64_t millis = time_ms % 1000;
+  if (millis < 0) {
+    millis += 1000;
+    seconds -= 1;
+  }
+  time_t t = static_cast<time_t>(seconds);
+  tm parts{};
+  gmtime_r(&t, &parts);
+  char buffer[64];
+  int n = std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                        parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
+                        parts.tm_min, parts.tm_sec, static_cast<int>(millis));
+  out += '"';
+  out.append(buffer, static_cast<size_t>(std::clamp(n, 0, static_cast<int>(sizeof(buffer)) - 1)));
+  out += '"';
+}
+
+void appendKey(std::string& out, std::string_view key) {
+  if (out.size() > 1) {
+    out += ',';
+  }
+  out += '"';
+  out += key;
+  out += "\":";
+}
+
+void appendField(std::string& out, std::string_view key, std::string_view value) {
+  appendKey(out, key);
+  appendJsonString(out, value);
+}
+
+void appendNullable(std::string& out, std::string_view key,
+                    const std::optional<std::string>& value) {
+  appendKey(out, key);
+  if (value) {
+    appendJsonString(out, *value);
+  } else {
+    out += "null";
+  }
+}
+
+template <typename Integer>
+void appendNumber(std::string& out, std::string_view key, Integer value) {
+  appendKey(out, key);
+  out += std::to_string(value);
+}
+
+// Writes all of data, retrying on EINTR, partial writes and (for a descriptor
+// someone made non-blocking) EAGAIN. Returns how many bytes were written.
+size_t writeAll(int fd, std::string_view data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 1000) < 0 && errno != EINTR) {
+        break;
+      }
+    } else {
+      break;
+    }
+  }
+  return done;
+}
+
+UniqueFd openLogFile(const std::string& path, std::string* error) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+  if (!fd && error != nullptr) {
+    *error = "cannot open access log " + path + ": " + errnoText(errno);
+  }
+  return fd;
+}
+
+}  // namespace
+
+std::string formatAccessRecord(const AccessRecord& record) {
+  std::string out;
+  out.reserve(512);
+  out += '{';
+  appendKey(out, "time");
+  appendTime(out, record.time_ms);
+  appendField(out, "client", record.client);
+  if (record.via) {
+    appendField(out, "via", *record.via);
+  }
+  if (record.vpce) {
+    appendField(out, "vpce", *record.vpce);
+  }
+  if (record.identity) {
+    appendField(out, "identity", *record.identity);
+  }
+  appendField(out, "kind", record.kind);
+  appendField(out, "method", record.method);
+  appendField(out, "host", record.host);
+  appendNumber(out, "port", record.port);
+  appendNullable(out, "bucket", record.bucket);
+  appendField(out, "rule", record.rule);
+  appendField(out, "decision", record.decision);
+  appendNullable(out, "reason", record.reason);
+  appendNumber(out, "status", record.status);
+  appendNullable(out, "upstream", record.upstream);
+  appendNumber(out, "bytes_up", record.bytes_up);
+  appendNumber(out, "bytes_down", record.bytes_down);
+  appendNumber(out, "duration_ms", record.duration_ms);
+  appendField(out, "close", record.close);
+  out += "}\n";
+  return out;
+}
+
+std::unique_ptr<AccessLog> AccessLog::open(const std::string& target, size_t max_queued_bytes,
+                                           std::string* error) {
+  std::unique_ptr<AccessLog> log(new AccessLog());
+  log->target_ = target;
+  log->max_queued_bytes_ = max_queued_bytes;
+  if (target == "off") {
+    log->sink_ = Sink::off;
+    return log;  // no writer: write() discards
+  }
+  if (target == "stdout") {
+    log->sink_ = Sink::stdout_fd;
+  } else {
+    UniqueFd fd = openLogFile(target, error);
+    if (!fd) {
+      return nullptr;
+    }
+    log->sink_ = Sink::file;
+    log->file_ = std::make_shared<UniqueFd>(std::move(fd));
+  }
+  log->writer_ = std::thread([raw = log.get()] { raw->run(); });
+  return log;
+}
+
+AccessLog::~AccessLog() {
+  if (!writer_.joinable()) {
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  writer_.join();  // the writer empties the queue before it stops
+}
+
+void AccessLog::write(const AccessRecord& record) {
+  if (sink_ == Sink::off) {
+    return;
+  }
+  std::string line = formatAccessRecord(record);
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() + line.size() > max_queued_bytes_) {
+      dropped_.fetch_add(1);
+      return;
+    }
+    queue_ += line;
+  }
+  cv_.notify_one();
+}
+
+bool AccessLog::reopen(std::string* error) {
+  if (sink_ != Sink::file) {
+    return true;
+  }
+  UniqueFd fd = openLogFile(target_, error);
+  if (!fd) {
+    return false;  // keep writing to the old file
+  }
+  auto fresh = std::make_shared<UniqueFd>(std::move(fd));
+  std::lock_guard lock(mu_);
+  file_.swap(fresh);
+  // `fresh` now holds the old file; it closes here unless the writer still uses it.
+  return true;
+}
+
+void AccessLog::flush() {
+  if (sink_ == Sink::off) {
+    return;
+  }
+  std::unique_lock lock(mu_);
+  drained_.wait(lock, [this] { return queue_.empty() && !writing_; });
+}
+
+void AccessLog::run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
+    if (queue_.empty()) {
+      break;  // stopping, and everything has been written
+    }
+    std::string batch;
+    batch.swap(queue_);
+    std::shared_ptr<UniqueFd> file = file_;
+    writing_ = true;
+    lock.unlock();
+
+    int fd = sink_ == Sink::stdout_fd ? STDOUT_FILENO : file->get();
+    size_t written = writeAll(fd, batch);
+    if (written < batch.size()) {
+      // A write error (disk full, closed pipe): the unfinished lines are lost.
+      auto lost =
+          std::count(batch.begin() + static_cast<std::ptrdiff_t>(written), batch.end(), '\n');
+      dropped_.fetch_add(static_cast<uint64_t>(lost));
+    }
+    file.reset();
+
+    lock.lock();
+    writing_ = false;
+    drained_.notify_all();
+  }
+  writing_ = false;
+  drained_.notify_all();
+}
+
+}  // namespace s3gate

@@ -9,17 +9,19 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 
+#include "proxy/socket.h"
+
 namespace s3gate {
 
 struct AccessRecord {
-  int64_t time_ms = 0;  // when it ended, ms since the epoch (UTC)
-  std::string client;   // "10.1.2.3:51514"
+  int64_t time_ms = 0;                  // when it ended, ms since the epoch (UTC)
+  std::string client;                   // "10.1.2.3:51514"
   std::optional<std::string> via;       // PROXY-header peer
   std::optional<std::string> vpce;      // AWS TLV
   std::optional<std::string> identity;  // client-certificate CN
@@ -51,17 +53,22 @@ class AccessLog {
   ~AccessLog();  // flushes what is queued, then stops the writer
 
   void write(const AccessRecord& record);  // thread-safe, never blocks on I/O
-  bool reopen(std::string* error);          // SIGUSR1: reopen the file (logrotate)
-  void flush();                             // waits until the queue is written (tests, exit)
+  bool reopen(std::string* error);         // SIGUSR1: reopen the file (logrotate)
+  void flush();                            // waits until the queue is written (tests, exit)
   uint64_t dropped() const { return dropped_.load(); }
 
  private:
+  enum class Sink { off, stdout_fd, file };
+
   AccessLog() = default;
   void run();
 
   std::string target_;
-  int fd_ = -1;
-  bool owns_fd_ = false;
+  Sink sink_ = Sink::off;
+  // The open file (Sink::file). reopen() swaps the pointer under mu_; the writer
+  // takes its own reference for each batch, so the old descriptor is closed
+  // only once the batch being written to it is done.
+  std::shared_ptr<UniqueFd> file_;
   size_t max_queued_bytes_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
