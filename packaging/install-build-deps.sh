@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libevent-dev libssl-dev libc-ares-dev libyaml-cpp-dev prometheus-cpp-dev libsystemd-dev
   # tests: unit framework and the real peers of the integration tests
-  catch2 curl openssl python3 ca-certificates procps
+  catch2 curl openssl python3 ca-certificates procps prometheus
 )
 
 missing=()

@@ -24,7 +24,9 @@ namespace s3gate {
 struct DnsAnswer {
   enum class Source { resolved, cache_hit };
   Reason error = Reason::none;  // none, dns_failed or dns_timeout
-  std::vector<IpAddress> addresses;  // A and AAAA records, in the order DNS gave them
+  // A and AAAA records, in c-ares' RFC 6724 order (destinations this host can
+  // reach first); empty unless error is none.
+  std::vector<IpAddress> addresses;
   Source source = Source::resolved;
 };
 
@@ -47,6 +49,8 @@ class Resolver {
   // Starts a lookup of `host` (a normalised DNS name, not an IP literal).
   // The callback runs later from the event loop, never from inside resolve(),
   // even for a cache hit. Keep the handle alive as long as the answer is wanted.
+  // The callback may destroy any lookup, start new ones, or destroy the
+  // resolver; it must not throw (the process terminates).
   [[nodiscard]] virtual std::unique_ptr<Lookup> resolve(const std::string& host, Callback cb) = 0;
 
   // Number of names in the cache (for tests).
