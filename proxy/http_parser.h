@@ -29,8 +29,8 @@ enum class TargetForm {
 struct RequestTarget {
   TargetForm form = TargetForm::origin;
   std::string host;
-  uint16_t port = 0;        // the port written, or the scheme's default
-  bool port_given = false;  // a port was written
+  uint16_t port = 0;                  // the port written, or the scheme's default
+  bool port_given = false;            // a port was written
   bool host_is_ipv6_literal = false;  // written in brackets
   std::string path;  // absolute and origin form: path and query ("/" when empty); authority: ""
 };
@@ -57,12 +57,23 @@ enum class ParseStatus { incomplete, complete, error };
 struct ParseResult {
   ParseStatus status = ParseStatus::incomplete;
   Reason reason = Reason::none;  // on error: bad_request, bad_host or header_too_large
-  RequestHead head;              // on complete; string_views point into the input
+  // On complete; string_views point into the input. On error, head.method is
+  // set when the input starts with a method and a space (for the log line).
+  RequestHead head;
 };
 
 // Parses the head at the start of `input`. Bytes after the head are left alone.
 // Incomplete input longer than max_header_bytes is already header_too_large.
-ParseResult parseRequestHead(std::string_view input, const ParseLimits& limits);
+// The answer for a prefix of the input, when not incomplete, is the answer for
+// the whole input: what can be judged early (a bare CR or LF, a control
+// character, a method that is not a token) is bad_request at once.
+//
+// `checked` is optional: the input's length at the previous call on the same,
+// since grown, buffer that answered incomplete (0 on a first call or after the
+// buffer was consumed). Those bytes are not scanned again, so a head trickling
+// in byte by byte costs linear time, not quadratic; the answer is the same as
+// with 0.
+ParseResult parseRequestHead(std::string_view input, const ParseLimits& limits, size_t checked = 0);
 
 // Parses a request target for `method` (CONNECT: authority-form; otherwise
 // absolute-form "http://..." or origin-form "/..."). Used by the parser and by

@@ -230,8 +230,9 @@ void Session::onReadable() {
   in_.resize(old + static_cast<size_t>(n));
   ParseLimits parse_limits{static_cast<size_t>(limits.max_header_bytes),
                            static_cast<size_t>(limits.max_headers)};
-  ParseResult parsed = parseRequestHead(in_, parse_limits);
+  ParseResult parsed = parseRequestHead(in_, parse_limits, parse_checked_);
   if (parsed.status == ParseStatus::incomplete) {
+    parse_checked_ = in_.size();  // the next call scans only what arrives after this
     return;
   }
   if (parsed.status == ParseStatus::error) {

@@ -101,6 +101,7 @@ class Session {
 
   std::string in_;  // the request head as it arrives, then any bytes after it
   size_t head_length_ = 0;
+  size_t parse_checked_ = 0;  // bytes of in_ the parser has already found incomplete
   std::string out_;     // a response being written
   size_t out_pos_ = 0;  // bytes of out_ already written
   size_t lingered_ = 0;
