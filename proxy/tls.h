@@ -1,0 +1,67 @@
+#pragma once
+// OpenSSL contexts and owned handles. A client context verifies upstreams
+// (system store or a CA file, hostname checked, TLS 1.2 minimum, sessions kept
+// per host for resumption); a server context serves a certificate (HTTPS
+// listeners, inspected tunnels), optionally asking for client certificates.
+
+#include <openssl/ssl.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace s3gate {
+
+struct SslCtxDeleter {
+  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+struct SslDeleter {
+  void operator()(SSL* ssl) const { SSL_free(ssl); }
+};
+struct SslSessionDeleter {
+  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
+using SslPtr = std::unique_ptr<SSL, SslDeleter>;
+using SslSessionPtr = std::unique_ptr<SSL_SESSION, SslSessionDeleter>;
+
+// The last OpenSSL error queue as one line (and the queue cleared).
+std::string opensslErrors();
+
+class TlsClientContext {
+ public:
+  // ca_file empty: the system store. Returns nullptr and sets *error on failure.
+  static std::shared_ptr<TlsClientContext> create(const std::string& ca_file, std::string* error);
+
+  // A client SSL for `host` on `fd`: SNI set, hostname verification on, a kept
+  // session for the host offered for resumption.
+  SslPtr newSsl(int fd, const std::string& host);
+  // After a handshake: keep the session for the next connection to `host`.
+  void saveSession(const std::string& host, SSL* ssl);
+
+ private:
+  SslCtxPtr ctx_;
+  std::mutex mu_;  // sessions_ is shared by the workers
+  std::unordered_map<std::string, SslSessionPtr> sessions_;
+};
+
+class TlsServerContext {
+ public:
+  // client_ca non-empty: a client certificate signed by it is required.
+  static std::shared_ptr<TlsServerContext> create(const std::string& certificate,
+                                                  const std::string& private_key,
+                                                  const std::string& client_ca,
+                                                  std::string* error);
+  SslPtr newSsl(int fd);
+  bool requiresClientCertificate() const { return require_client_cert_; }
+
+ private:
+  SslCtxPtr ctx_;
+  bool require_client_cert_ = false;
+};
+
+// The subject CN of the peer's verified certificate, or "" when there is none.
+std::string peerCommonName(SSL* ssl);
+
+}  // namespace s3gate
