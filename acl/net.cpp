@@ -286,10 +286,17 @@ socklen_t SocketAddress::toSockaddr(sockaddr_storage* storage) const {
 }
 
 std::string SocketAddress::toString() const {
+  std::string out;
   if (ip_.isV6()) {
-    return "[" + ip_.toString() + "]:" + std::to_string(port_);
+    out += '[';
+    out += ip_.toString();
+    out += ']';
+  } else {
+    out = ip_.toString();
   }
-  return ip_.toString() + ":" + std::to_string(port_);
+  out += ':';
+  out += std::to_string(port_);
+  return out;
 }
 
 std::optional<Network> Network::parse(std::string_view text) {
