@@ -45,7 +45,7 @@ struct Flow {
   size_t end = 0;    // one past the last byte read
   bool src_eof = false;
   bool done = false;  // EOF passed on as shutdown(SHUT_WR)
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;       // bytes written to dst
   uint64_t uncounted = 0;  // leading bytes not to count (the 200 head)
 
   size_t pending() const { return end - begin; }
@@ -112,9 +112,6 @@ class SocketRelay final : public Relay {
     d.end = prefix.size();
     if (uncounted) {
       d.uncounted = prefix.size();
-      d.bytes = prefix.size();
-    } else {
-      d.bytes = prefix.size();
     }
   }
 
@@ -158,7 +155,6 @@ class SocketRelay final : public Relay {
     ssize_t n = recv(d.src, d.buf.get() + d.end, d.capacity - d.end, 0);
     if (n > 0) {
       d.end += static_cast<size_t>(n);
-      d.bytes += static_cast<uint64_t>(n);
       last_activity_ = Clock::now();
       inspect_needs_more_ = false;
       return;
@@ -187,6 +183,7 @@ class SocketRelay final : public Relay {
       ssize_t n = send(d.dst, d.buf.get() + d.begin, d.pending(), MSG_NOSIGNAL);
       if (n > 0) {
         d.begin += static_cast<size_t>(n);
+        d.bytes += static_cast<uint64_t>(n);  // relayed, not merely read
         continue;
       }
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

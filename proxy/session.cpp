@@ -483,6 +483,9 @@ void Session::onRelayDone(const RelayResult& result) {
   record_.bytes_up = result.bytes_up;
   record_.bytes_down = result.bytes_down;
   record_.close = std::string(relayCloseName(result.close));
+  if (result.close == RelayClose::upstream_error) {
+    worker_.metrics().countUpstreamError(UpstreamError::reset);
+  }
   if (result.close == RelayClose::inspect_denied) {
     record_.decision = "deny";
     record_.reason = std::string(reasonName(Reason::sni_mismatch));
