@@ -13,8 +13,8 @@ constexpr std::array<RequestKind, 4> kKinds = {RequestKind::connect, RequestKind
                                                RequestKind::inspect, RequestKind::local};
 constexpr std::array<Verdict, 3> kVerdicts = {Verdict::allow, Verdict::deny, Verdict::report};
 constexpr std::array<Direction, 2> kDirections = {Direction::up, Direction::down};
-constexpr std::array<UpstreamError, 4> kUpstreamErrors = {
-    UpstreamError::refused, UpstreamError::timeout, UpstreamError::reset, UpstreamError::tls};
+constexpr std::array<UpstreamFailure, 4> kUpstreamErrors = {
+    UpstreamFailure::refused, UpstreamFailure::timeout, UpstreamFailure::reset, UpstreamFailure::tls};
 constexpr std::array<DnsResult, 4> kDnsResults = {DnsResult::cache_hit, DnsResult::resolved,
                                                   DnsResult::pinned, DnsResult::failed};
 
@@ -49,15 +49,15 @@ const char* directionLabel(Direction direction) {
   return direction == Direction::up ? "up" : "down";
 }
 
-const char* upstreamErrorLabel(UpstreamError error) {
+const char* upstreamErrorLabel(UpstreamFailure error) {
   switch (error) {
-    case UpstreamError::refused:
+    case UpstreamFailure::refused:
       return "refused";
-    case UpstreamError::timeout:
+    case UpstreamFailure::timeout:
       return "timeout";
-    case UpstreamError::reset:
+    case UpstreamFailure::reset:
       return "reset";
-    case UpstreamError::tls:
+    case UpstreamFailure::tls:
       return "tls";
   }
   return "unknown";
@@ -280,7 +280,7 @@ void Metrics::observeUpstreamConnect(double seconds) {
   impl_->upstream_connect->Observe(seconds);
 }
 
-void Metrics::countUpstreamError(UpstreamError error) {
+void Metrics::countUpstreamError(UpstreamFailure error) {
   impl_->upstream_errors[index(error)]->Increment();
 }
 

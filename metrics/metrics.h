@@ -26,7 +26,7 @@ namespace s3gate {
 enum class RequestKind { connect, http, inspect, local };
 // Verdict comes from acl/decision.h.
 enum class Direction { up, down };
-enum class UpstreamError { refused, timeout, reset, tls };
+enum class UpstreamFailure { refused, timeout, reset, tls };
 enum class DnsResult { cache_hit, resolved, pinned, failed };
 
 class Metrics {
@@ -51,7 +51,7 @@ class Metrics {
   // Thread-safe; `rule` is a bucket rule's name (never a raw bucket), "-" for none.
   void addBucketBytes(const std::string& rule, Direction direction, uint64_t bytes);
   void observeUpstreamConnect(double seconds);
-  void countUpstreamError(UpstreamError error);
+  void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
   void configReloaded(bool success);
   void setDraining(bool draining);

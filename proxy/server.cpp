@@ -40,6 +40,7 @@ Worker::~Worker() {
   // The loop has stopped: sessions go first (they use the resolver and base).
   sessions_.clear();
   listeners_.clear();
+  pool_.reset();
   resolver_.reset();
   reap_event_.reset();
   accept_retry_.reset();
@@ -59,6 +60,7 @@ bool Worker::init(const Config& config, std::string* error) {
   if (!resolver_) {
     return false;
   }
+  pool_ = std::make_unique<UpstreamPool>(base_.get(), UpstreamPool::Limits{});
   reap_event_.reset(event_new(base_.get(), -1, 0, &onReap, this));
   accept_retry_.reset(evtimer_new(base_.get(), &onAcceptRetry, this));
   posted_event_.reset(event_new(base_.get(), -1, 0, &onPosted, this));
@@ -220,6 +222,11 @@ ConfigPtr Server::config() const {
   return config_;
 }
 
+std::shared_ptr<TlsClientContext> Server::tlsClient() const {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  return tls_client_;
+}
+
 bool Server::tryAddConnection(uint64_t limit) {
   // Always counted: the session that answers 503 is a connection too.
   uint64_t now = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -235,6 +242,12 @@ int Server::run() {
   control_.reset(event_base_new());
   if (!control_) {
     logLine("error", "event_base_new failed");
+    return 1;
+  }
+  std::string tls_error;
+  tls_client_ = TlsClientContext::create(config->http.ca_file, &tls_error);
+  if (!tls_client_) {
+    logLine("error", "http.ca_file: " + tls_error);
     return 1;
   }
   int count = config->workers > 0 ? config->workers
@@ -353,9 +366,21 @@ void Server::reload() {
     logLine("warning", "reload: workers changed; it needs a restart and keeps its value");
     fresh->workers = old->workers;
   }
+  std::shared_ptr<TlsClientContext> tls = tlsClient();
+  if (fresh->http.ca_file != old->http.ca_file) {
+    std::string tls_error;
+    tls = TlsClientContext::create(fresh->http.ca_file, &tls_error);
+    if (!tls) {
+      logLine("error", "reload rejected: http.ca_file: " + tls_error);
+      metrics_.configReloaded(false);
+      notifySystemd("READY=1");
+      return;
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(config_mu_);
     config_ = std::move(fresh);
+    tls_client_ = std::move(tls);
   }
   logLine("info", "configuration reloaded from " + config_path_);
   metrics_.configReloaded(true);

@@ -21,6 +21,8 @@
 #include "proxy/event_ptr.h"
 #include "proxy/resolver.h"
 #include "proxy/socket.h"
+#include "proxy/tls.h"
+#include "proxy/upstream_pool.h"
 
 namespace s3gate {
 
@@ -44,6 +46,7 @@ class Worker {
 
   event_base* base() const { return base_.get(); }
   Resolver& resolver() { return *resolver_; }
+  UpstreamPool& pool() { return *pool_; }
   Metrics& metrics();
   AccessLog& accessLog();
   Server& server() { return server_; }
@@ -71,6 +74,7 @@ class Worker {
   int index_;
   EventBasePtr base_;
   std::unique_ptr<Resolver> resolver_;
+  std::unique_ptr<UpstreamPool> pool_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
   std::vector<Session*> to_reap_;
@@ -96,6 +100,8 @@ class Server {
   Metrics& metrics() { return metrics_; }
   AccessLog& accessLog() { return access_log_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
+  // The TLS client context for upstreams (http.ca_file), shared by the workers.
+  std::shared_ptr<TlsClientContext> tlsClient() const;
 
   // The connection count over every worker (max_connections).
   bool tryAddConnection(uint64_t limit);
@@ -114,6 +120,7 @@ class Server {
 
   mutable std::mutex config_mu_;
   ConfigPtr config_;
+  std::shared_ptr<TlsClientContext> tls_client_;  // guarded by config_mu_
   std::string config_path_;
   Metrics& metrics_;
   AccessLog& access_log_;

@@ -11,6 +11,7 @@
 #include "metrics/metrics.h"
 #include "proxy/server.h"
 #include "proxy/tls_peek.h"
+#include "proxy/upstream_pool.h"
 
 namespace s3gate {
 
@@ -33,14 +34,14 @@ int64_t millisSince(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
 
-UpstreamError upstreamErrorFor(int err, bool timed_out) {
+UpstreamFailure upstreamFailureFor(int err, bool timed_out) {
   if (timed_out) {
-    return UpstreamError::timeout;
+    return UpstreamFailure::timeout;
   }
   if (err == ECONNRESET || err == EPIPE) {
-    return UpstreamError::reset;
+    return UpstreamFailure::reset;
   }
-  return UpstreamError::refused;
+  return UpstreamFailure::refused;
 }
 
 }  // namespace
@@ -55,6 +56,8 @@ std::string_view Session::stateName(State state) {
       return "connecting";
     case State::relaying:
       return "relaying";
+    case State::forwarding:
+      return "forwarding";
     case State::responding:
       return "responding";
     case State::lingering:
@@ -69,15 +72,11 @@ Session::Session(Worker& worker, ConfigPtr config, UniqueFd client, const Socket
                  bool overloaded)
     : worker_(worker),
       config_(std::move(config)),
-      client_(std::move(client)),
+      client_(Stream::plain(std::move(client))),
       peer_(peer),
       overloaded_(overloaded),
       started_(Clock::now()) {
-  record_.client = peer_.toString();
-  record_.kind = "connect";
-  record_.method = "-";
-  record_.host = "-";
-  record_.decision = "deny";
+  resetRecord();
   worker_.metrics().connectionOpened();
 }
 
@@ -87,18 +86,33 @@ Session::~Session() {
   worker_.server().removeConnection();
 }
 
+void Session::resetRecord() {
+  record_ = AccessRecord{};
+  record_.client = peer_.toString();
+  record_.kind = "connect";
+  record_.method = "-";
+  record_.host = "-";
+  record_.decision = "deny";
+  logged_ = false;
+}
+
 void Session::transitionTo(State next) {
   // The legal moves of the diagram in session.h; anything else is a bug.
   auto legal = [&] {
     switch (state_) {
       case State::reading_head:
-        return next == State::resolving || next == State::responding || next == State::closed;
+        return next == State::resolving || next == State::forwarding ||
+               next == State::responding || next == State::closed;
       case State::resolving:
         return next == State::connecting || next == State::responding || next == State::closed;
       case State::connecting:
-        return next == State::relaying || next == State::responding || next == State::closed;
+        return next == State::relaying || next == State::forwarding ||
+               next == State::responding || next == State::closed;
       case State::relaying:
         return next == State::closed;
+      case State::forwarding:
+        return next == State::reading_head || next == State::responding ||
+               next == State::closed;
       case State::responding:
         return next == State::lingering || next == State::closed;
       case State::lingering:
@@ -118,14 +132,16 @@ void Session::transitionTo(State next) {
 
 void Session::start() {
   event_base* base = worker_.base();
-  client_read_.reset(event_new(base, client_.get(), EV_READ | EV_PERSIST, &onClientEvent, this));
-  client_write_.reset(event_new(base, client_.get(), EV_WRITE | EV_PERSIST, &onClientEvent, this));
+  int fd = client_->fd();
+  client_read_.reset(event_new(base, fd, EV_READ | EV_PERSIST, &onClientEvent, this));
+  client_write_.reset(event_new(base, fd, EV_WRITE | EV_PERSIST, &onClientEvent, this));
   timer_.reset(evtimer_new(base, &onTimer, this));
-  if (!client_read_ || !client_write_ || !timer_) {
+  kick_.reset(event_new(base, -1, 0, &onKick, this));
+  if (!client_read_ || !client_write_ || !timer_ || !kick_) {
     finish("error");
     return;
   }
-  setTcpOptions(client_.get(), config_->limits.tcp_keepalive);
+  setTcpOptions(fd, config_->limits.tcp_keepalive);
   if (overloaded_) {
     fail(Reason::overloaded, "the proxy is at max_connections");
     return;
@@ -136,7 +152,7 @@ void Session::start() {
 
 void Session::closeIfIdle() {
   if (state_ == State::reading_head && in_.empty()) {
-    record_.close = "draining";
+    logged_ = true;  // nothing was asked: no request to log
     finish("draining");
   }
 }
@@ -144,6 +160,10 @@ void Session::closeIfIdle() {
 void Session::abort() {
   if (state_ == State::relaying && relay_) {
     relay_->stop();  // onRelayDone finishes the session
+    return;
+  }
+  if (state_ == State::forwarding && forwarder_) {
+    forwarder_->stop();  // onForwardDone finishes the session
     return;
   }
   if (state_ != State::closed) {
@@ -163,6 +183,8 @@ void Session::onClientEvent(evutil_socket_t, short what, void* arg) {
 
 void Session::onTimer(evutil_socket_t, short, void* arg) { static_cast<Session*>(arg)->onTimeout(); }
 
+void Session::onKick(evutil_socket_t, short, void* arg) { static_cast<Session*>(arg)->nextRequest(); }
+
 void Session::onUpstreamEvent(evutil_socket_t, short what, void* arg) {
   auto* self = static_cast<Session*>(arg);
   if (what & EV_TIMEOUT) {
@@ -180,22 +202,21 @@ void Session::armTimer(Duration after) {
 void Session::onReadable() {
   if (state_ == State::lingering) {
     char sink[16 * 1024];
-    ssize_t n = recv(client_.get(), sink, sizeof(sink), 0);
-    if (n > 0) {
-      lingered_ += static_cast<size_t>(n);
+    Stream::Result r = client_->read(sink, sizeof(sink));
+    if (r.status == Stream::Io::ok) {
+      lingered_ += r.bytes;
       if (lingered_ > kMaxLingerBytes) {
-        finish(record_.close.empty() ? "linger_limit" : record_.close);
+        finish(record_.close);
       }
       return;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-      return;
+    if (r.status != Stream::Io::would_block) {
+      finish(record_.close);
     }
-    finish(record_.close);
     return;
   }
   if (state_ != State::reading_head) {
-    // Bytes after a complete head wait in the socket until the tunnel opens.
+    // Bytes after a complete head wait in the socket until they are wanted.
     event_del(client_read_.get());
     return;
   }
@@ -208,16 +229,17 @@ void Session::onReadable() {
   }
   size_t old = in_.size();
   in_.resize(old + want);
-  ssize_t n = recv(client_.get(), in_.data() + old, want, 0);
-  if (n <= 0) {
+  Stream::Result r = client_->read(in_.data() + old, want);
+  if (r.status != Stream::Io::ok) {
     in_.resize(old);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    if (r.status == Stream::Io::would_block) {
       return;
     }
     // The client went away before finishing its request: nothing to answer.
-    record_.close = n == 0 ? "client_eof" : "client_error";
+    record_.close = r.status == Stream::Io::eof ? "client_eof" : "client_error";
     if (old == 0) {
-      // A connection that never said anything (a health check) leaves no line.
+      // A connection that never said anything (a health check, or a kept-alive
+      // connection closed between requests) leaves no line.
       logged_ = true;
     } else {
       record_.status = 0;
@@ -227,7 +249,19 @@ void Session::onReadable() {
     finish(record_.close);
     return;
   }
-  in_.resize(old + static_cast<size_t>(n));
+  in_.resize(old + r.bytes);
+  if (waiting_first_byte_) {
+    // A kept-alive connection waited up to idle_timeout; the head itself now
+    // has header_timeout to arrive.
+    waiting_first_byte_ = false;
+    started_ = Clock::now();
+    armTimer(limits.header_timeout);
+  }
+  parseBuffered();
+}
+
+void Session::parseBuffered() {
+  const Limits& limits = config_->limits;
   ParseLimits parse_limits{static_cast<size_t>(limits.max_header_bytes),
                            static_cast<size_t>(limits.max_headers)};
   ParseResult parsed = parseRequestHead(in_, parse_limits, parse_checked_);
@@ -246,7 +280,8 @@ void Session::onReadable() {
   event_del(client_read_.get());
   evtimer_del(timer_.get());
   head_length_ = parsed.head.head_length;
-  onHead(parsed.head);
+  head_ = std::move(parsed.head);
+  onHead(head_);
 }
 
 void Session::onHead(const RequestHead& head) {
@@ -281,69 +316,78 @@ void Session::onLocal(const RequestHead& head) {
   fail(Reason::bad_request, "this is a proxy: send absolute-form or CONNECT requests");
 }
 
-void Session::onPlainHttp(const RequestHead& head) {
-  record_.kind = "http";
+Decision Session::decideFor(const RequestHead& head, RequestKindForDecision kind) {
   DecisionInput input;
   input.client = peer_.ip();
-  input.kind = RequestKindForDecision::http;
+  input.kind = kind;
   input.method = head.method;
   input.host = head.target.host;
   input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
   input.port = head.target.port;
   input.port_given = head.target.port_given;
   input.path = head.target.path;
-  decision_ = decide(*config_, input);
-  record_.host = decision_.host.empty() ? std::string(head.target.host) : decision_.host;
+  Decision d = decide(*config_, input);
+  record_.host = d.host.empty() ? std::string(head.target.host) : d.host;
   record_.port = head.target.port;
-  record_.rule = decision_.rule;
-  if (!decision_.name.bucket.empty()) {
-    record_.bucket = decision_.name.bucket;
+  record_.rule = d.rule;
+  if (!d.name.bucket.empty()) {
+    record_.bucket = d.name.bucket;
   }
-  worker_.metrics().countRequest(RequestKind::http, decision_.verdict);
-  if (decision_.verdict == Verdict::report) {
-    worker_.metrics().countDenied(decision_.reason);  // a would-be denial
+  worker_.metrics().countRequest(
+      kind == RequestKindForDecision::connect ? RequestKind::connect : RequestKind::http,
+      d.verdict);
+  if (d.verdict == Verdict::report) {
+    worker_.metrics().countDenied(d.reason);  // a would-be denial
   }
+  if (d.verdict != Verdict::deny) {
+    record_.decision = std::string(verdictName(d.verdict));
+    if (d.reason != Reason::none) {
+      record_.reason = std::string(reasonName(d.reason));
+    }
+  }
+  return d;
+}
+
+void Session::onPlainHttp(const RequestHead& head) {
+  record_.kind = "http";
+  plain_http_ = true;
+  framing_ = checkRequestFraming(head, /*require_host=*/true);
+  if (framing_.reason != Reason::none) {
+    // Bad framing is bad input: refused before any policy, nothing forwarded.
+    fail(framing_.reason, "the request's framing is ambiguous or malformed");
+    return;
+  }
+  decision_ = decideFor(head, RequestKindForDecision::http);
   if (decision_.verdict == Verdict::deny) {
     fail(decision_.reason, decision_.detail);
     return;
   }
-  // Plain-HTTP forwarding is the forwarder's job, which this build does not have yet.
-  record_.decision = std::string(verdictName(decision_.verdict));
-  respond(501, "Not Implemented", "Content-Type: text/plain\r\n",
-          "s3gate: plain HTTP forwarding is not available in this build; use HTTPS (CONNECT)\n",
-          false, Reason::none);
+  upstream_tls_ = config_->http.upstream_tls;
+  upstream_port_ = upstream_tls_ ? 443 : decision_.port;
+  pool_key_ = UpstreamPool::key(decision_.host, upstream_port_, upstream_tls_);
+  if (auto pooled = worker_.pool().take(pool_key_)) {
+    record_.upstream = "pooled";
+    startForward(std::move(pooled));
+    return;
+  }
+  transitionTo(State::resolving);
+  resolveTarget();
 }
 
 void Session::onConnect(const RequestHead& head) {
   record_.kind = "connect";
-  DecisionInput input;
-  input.client = peer_.ip();
-  input.kind = RequestKindForDecision::connect;
-  input.method = head.method;
-  input.host = head.target.host;
-  input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
-  input.port = head.target.port;
-  input.port_given = head.target.port_given;
-  decision_ = decide(*config_, input);
-  record_.host = decision_.host.empty() ? std::string(head.target.host) : decision_.host;
-  record_.port = head.target.port;
-  record_.rule = decision_.rule;
-  if (!decision_.name.bucket.empty()) {
-    record_.bucket = decision_.name.bucket;
-  }
-  worker_.metrics().countRequest(RequestKind::connect, decision_.verdict);
-  if (decision_.verdict == Verdict::report) {
-    worker_.metrics().countDenied(decision_.reason);  // a would-be denial
-  }
+  plain_http_ = false;
+  decision_ = decideFor(head, RequestKindForDecision::connect);
   if (decision_.verdict == Verdict::deny) {
     fail(decision_.reason, decision_.detail);
     return;
   }
-  record_.decision = std::string(verdictName(decision_.verdict));
-  if (decision_.reason != Reason::none) {
-    record_.reason = std::string(reasonName(decision_.reason));
-  }
+  upstream_port_ = decision_.port;
   transitionTo(State::resolving);
+  resolveTarget();
+}
+
+void Session::resolveTarget() {
   if (decision_.ip_literal) {
     // Let through by report mode: held to the address rules like a DNS answer.
     useAddresses(filterResolvedAddresses(*config_, {decision_.literal}));
@@ -386,18 +430,18 @@ void Session::useAddresses(const std::vector<IpAddress>& addresses) {
 
 void Session::connectNext() {
   while (next_address_ < addresses_.size()) {
-    upstream_address_ = SocketAddress(addresses_[next_address_++], decision_.port);
+    upstream_address_ = SocketAddress(addresses_[next_address_++], upstream_port_);
     bool in_progress = false;
     int err = 0;
     connect_started_ = Clock::now();
     upstream_ = startConnect(upstream_address_, &in_progress, &err);
     if (!upstream_) {
-      worker_.metrics().countUpstreamError(upstreamErrorFor(err, false));
+      worker_.metrics().countUpstreamError(upstreamFailureFor(err, false));
       last_connect_failure_ = Reason::connect_failed;
       continue;
     }
     if (!in_progress) {
-      startTunnel();
+      onConnected();
       return;
     }
     upstream_event_.reset(
@@ -416,22 +460,42 @@ void Session::onUpstreamReady() {
     return;
   }
   upstream_event_.reset();
-  startTunnel();
+  onConnected();
 }
 
 void Session::connectFailed(int err, bool timed_out) {
   upstream_event_.reset();
   upstream_.reset();
-  worker_.metrics().countUpstreamError(upstreamErrorFor(err, timed_out));
+  worker_.metrics().countUpstreamError(upstreamFailureFor(err, timed_out));
   last_connect_failure_ = timed_out ? Reason::connect_timeout : Reason::connect_failed;
   connectNext();
 }
 
-void Session::startTunnel() {
+void Session::onConnected() {
   double seconds = std::chrono::duration<double>(Clock::now() - connect_started_).count();
   worker_.metrics().observeUpstreamConnect(seconds);
   setTcpOptions(upstream_.get(), config_->limits.tcp_keepalive);
   record_.upstream = upstream_address_.toString();
+  if (!plain_http_) {
+    startTunnel();
+    return;
+  }
+  std::unique_ptr<Stream> upstream;
+  if (upstream_tls_) {
+    auto tls = worker_.server().tlsClient();
+    SslPtr ssl = tls ? tls->newSsl(upstream_.get(), decision_.host) : nullptr;
+    if (!ssl) {
+      fail(Reason::upstream_tls_failed, "cannot set up TLS to " + decision_.host);
+      return;
+    }
+    upstream = Stream::tls(std::move(upstream_), std::move(ssl));
+  } else {
+    upstream = Stream::plain(std::move(upstream_));
+  }
+  startForward(std::move(upstream));
+}
+
+void Session::startTunnel() {
   record_.status = 200;
   transitionTo(State::relaying);
   tunnel_open_ = true;
@@ -470,7 +534,8 @@ void Session::startTunnel() {
   std::string prefix_up = in_.substr(std::min(in_.size(), head_length_));
   in_.clear();
   in_.shrink_to_fit();
-  relay_ = Relay::start(worker_.base(), std::move(client_), std::move(upstream_),
+  head_ = RequestHead{};
+  relay_ = Relay::start(worker_.base(), client_->releaseFd(), std::move(upstream_),
                         std::move(prefix_up), std::string(kConnectEstablished), options,
                         std::move(inspector),
                         [this](const RelayResult& result) { onRelayDone(result); });
@@ -484,7 +549,7 @@ void Session::onRelayDone(const RelayResult& result) {
   record_.bytes_down = result.bytes_down;
   record_.close = std::string(relayCloseName(result.close));
   if (result.close == RelayClose::upstream_error) {
-    worker_.metrics().countUpstreamError(UpstreamError::reset);
+    worker_.metrics().countUpstreamError(UpstreamFailure::reset);
   }
   if (result.close == RelayClose::inspect_denied) {
     record_.decision = "deny";
@@ -493,6 +558,88 @@ void Session::onRelayDone(const RelayResult& result) {
     worker_.metrics().countDenied(Reason::sni_mismatch);
   }
   finish(record_.close);
+}
+
+void Session::startForward(std::unique_ptr<Stream> upstream) {
+  if (auto peer = peerAddress(upstream->fd())) {
+    record_.upstream = peer->toString();
+  }
+  transitionTo(State::forwarding);
+  evtimer_del(timer_.get());
+  event_del(client_read_.get());
+  event_del(client_write_.get());
+  ForwardOptions options;
+  options.idle_timeout = config_->limits.idle_timeout;
+  options.max_header_bytes = config_->limits.max_header_bytes;
+  options.max_headers = config_->limits.max_headers;
+  options.allow_client_keep_alive = !worker_.server().draining();
+  std::string_view after_head = std::string_view(in_).substr(std::min(in_.size(), head_length_));
+  forwarder_ = Forwarder::start(worker_.base(), *client_, std::move(upstream), head_, framing_,
+                                after_head, options,
+                                [this](ForwardResult result) { onForwardDone(std::move(result)); });
+  if (!forwarder_) {
+    finish("error");
+  }
+}
+
+void Session::onForwardDone(ForwardResult result) {
+  // The forwarder is inside its own callback: it is freed on the next pass.
+  retired_forwarder_ = std::move(forwarder_);
+  if (result.upstream_tls_error) {
+    worker_.metrics().countUpstreamError(UpstreamFailure::tls);
+  } else if (result.upstream_reset) {
+    worker_.metrics().countUpstreamError(UpstreamFailure::reset);
+  }
+  record_.bytes_up = result.bytes_up;
+  record_.bytes_down = result.bytes_down;
+  worker_.metrics().addBytes(Direction::up, result.bytes_up);
+  worker_.metrics().addBytes(Direction::down, result.bytes_down);
+  worker_.metrics().addBucketBytes(record_.rule, Direction::up, result.bytes_up);
+  worker_.metrics().addBucketBytes(record_.rule, Direction::down, result.bytes_down);
+  if (result.error != Reason::none) {
+    // Nothing of the response reached the client: it gets an error instead.
+    transitionTo(State::responding);
+    fail(result.error, result.error_detail);
+    return;
+  }
+  record_.status = result.status;
+  record_.close = result.close;
+  if (result.upstream) {
+    worker_.pool().put(pool_key_, std::move(result.upstream));
+  }
+  if (!result.client_reusable || worker_.server().draining()) {
+    if (result.client_reusable) {
+      record_.close = "draining";
+    }
+    finish(record_.close);
+    return;
+  }
+  logRequest();
+  // The next request on this connection: bytes already here are parsed first.
+  std::string leftover = std::move(result.leftover);
+  in_ = std::move(leftover);
+  transitionTo(State::reading_head);
+  event_active(kick_.get(), EV_TIMEOUT, 0);
+}
+
+void Session::nextRequest() {
+  retired_forwarder_.reset();
+  if (state_ != State::reading_head) {
+    return;
+  }
+  head_ = RequestHead{};
+  head_length_ = 0;
+  parse_checked_ = 0;
+  decision_ = Decision{};
+  addresses_.clear();
+  resetRecord();
+  started_ = Clock::now();
+  waiting_first_byte_ = in_.empty();
+  event_add(client_read_.get(), nullptr);
+  armTimer(waiting_first_byte_ ? config_->limits.idle_timeout : config_->limits.header_timeout);
+  if (!in_.empty()) {
+    parseBuffered();
+  }
 }
 
 void Session::fail(Reason reason, const std::string& detail) {
@@ -521,7 +668,7 @@ void Session::fail(Reason reason, const std::string& detail) {
 
 void Session::respond(int status, std::string_view status_text, std::string_view extra_headers,
                       std::string_view body, bool with_proxy_status, Reason reason) {
-  if (state_ == State::resolving || state_ == State::connecting || state_ == State::reading_head) {
+  if (state_ != State::responding) {
     transitionTo(State::responding);
   }
   lookup_.reset();
@@ -554,17 +701,14 @@ void Session::onWritable() {
     return;
   }
   while (out_pos_ < out_.size()) {
-    ssize_t n = send(client_.get(), out_.data() + out_pos_, out_.size() - out_pos_, MSG_NOSIGNAL);
-    if (n > 0) {
-      out_pos_ += static_cast<size_t>(n);
+    Stream::Result r = client_->write(out_.data() + out_pos_, out_.size() - out_pos_);
+    if (r.status == Stream::Io::ok) {
+      out_pos_ += r.bytes;
       continue;
     }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (r.status == Stream::Io::would_block) {
       event_add(client_write_.get(), nullptr);
       return;
-    }
-    if (n < 0 && errno == EINTR) {
-      continue;
     }
     finish("client_error");
     return;
@@ -578,7 +722,7 @@ void Session::startLinger() {
   if (record_.close.empty()) {
     record_.close = "proxy_close";
   }
-  shutdown(client_.get(), SHUT_WR);
+  client_->shutdownWrite();
   event_add(client_read_.get(), nullptr);
   armTimer(kLingerTime);
 }
@@ -587,9 +731,10 @@ void Session::onTimeout() {
   switch (state_) {
     case State::reading_head:
       if (in_.empty()) {
-        // Nothing was ever sent: close quietly, as Squid does with idle clients.
+        // Nothing was sent (a new or kept-alive connection): close quietly, as
+        // Squid does with idle clients.
         logged_ = true;
-        finish("header_timeout");
+        finish(waiting_first_byte_ ? "idle_timeout" : "header_timeout");
         return;
       }
       record_.close = "header_timeout";
@@ -619,8 +764,8 @@ void Session::finish(const std::string& close) {
   client_read_.reset();
   client_write_.reset();
   timer_.reset();
+  kick_.reset();
   upstream_.reset();
-  client_.reset();
   if (tunnel_open_) {
     auto seconds = std::chrono::duration<double>(Clock::now() - tunnel_started_).count();
     worker_.metrics().tunnelClosed(seconds);
@@ -629,11 +774,12 @@ void Session::finish(const std::string& close) {
     worker_.metrics().addBucketBytes(record_.rule, Direction::up, record_.bytes_up);
     worker_.metrics().addBucketBytes(record_.rule, Direction::down, record_.bytes_down);
   }
-  logAndCount();
+  logRequest();
+  // The client stream goes last: a forwarder being torn down may still hold it.
   worker_.reap(this);
 }
 
-void Session::logAndCount() {
+void Session::logRequest() {
   if (logged_) {
     return;
   }

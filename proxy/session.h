@@ -1,14 +1,18 @@
 #pragma once
 // One client connection's life, as a state machine you can read:
 //
-//   reading_head -> resolving -> connecting -> relaying -> closed
-//        |              |            |
-//        +--------------+------------+-----> responding -> lingering -> closed
+//   reading_head -> resolving -> connecting -> relaying (CONNECT) -> closed
+//                                           -> forwarding (plain HTTP)
+//   reading_head -> forwarding (a pooled upstream connection)
+//   forwarding   -> reading_head (keep-alive: the next request) | closed
+//   reading_head, resolving, connecting, forwarding -> responding -> lingering -> closed
 //
-// reading_head: the request head arrives (header_timeout, size limits).
+// reading_head: a request head arrives (header_timeout, size limits).
 // resolving:    pins, else one DNS lookup; the answer is checked once.
 // connecting:   each checked address in turn, connect_timeout each.
-// relaying:     the Relay owns both sockets until the tunnel ends.
+// relaying:     CONNECT: the Relay owns both sockets until the tunnel ends.
+// forwarding:   plain HTTP: the Forwarder carries one request and its response;
+//               a kept-alive connection then reads the next head.
 // responding:   an error or local response is written.
 // lingering:    after the response, the client's remaining bytes are read and
 //               dropped for a short while so the close does not turn into a
@@ -28,10 +32,13 @@
 #include "acl/decision.h"
 #include "proxy/access_log.h"
 #include "proxy/event_ptr.h"
+#include "proxy/forwarder.h"
+#include "proxy/http_message.h"
 #include "proxy/http_parser.h"
 #include "proxy/relay.h"
 #include "proxy/resolver.h"
 #include "proxy/socket.h"
+#include "proxy/stream.h"
 
 namespace s3gate {
 
@@ -39,7 +46,16 @@ class Worker;
 
 class Session {
  public:
-  enum class State { reading_head, resolving, connecting, relaying, responding, lingering, closed };
+  enum class State {
+    reading_head,
+    resolving,
+    connecting,
+    relaying,
+    forwarding,
+    responding,
+    lingering,
+    closed
+  };
   static std::string_view stateName(State state);
 
   // `overloaded`: the connection limit was reached; answer 503 and close.
@@ -50,7 +66,7 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   void start();
-  // Drain: a session still waiting for its request head is closed now.
+  // Drain: a session waiting for a request head is closed now.
   void closeIfIdle();
   // Drain deadline: whatever it is doing, it ends now.
   void abort();
@@ -62,21 +78,29 @@ class Session {
   static void onClientEvent(evutil_socket_t fd, short what, void* arg);
   static void onTimer(evutil_socket_t fd, short what, void* arg);
   static void onUpstreamEvent(evutil_socket_t fd, short what, void* arg);
+  static void onKick(evutil_socket_t fd, short what, void* arg);
 
   void onReadable();
   void onWritable();
   void onTimeout();
+  void parseBuffered();
   void onHead(const RequestHead& head);
   void onConnect(const RequestHead& head);
   void onPlainHttp(const RequestHead& head);
   void onLocal(const RequestHead& head);
+  Decision decideFor(const RequestHead& head, RequestKindForDecision kind);
+  void resolveTarget();
   void onResolved(const DnsAnswer& answer);
   void useAddresses(const std::vector<IpAddress>& addresses);
   void connectNext();
   void onUpstreamReady();
   void connectFailed(int err, bool timed_out);
+  void onConnected();
   void startTunnel();
   void onRelayDone(const RelayResult& result);
+  void startForward(std::unique_ptr<Stream> upstream);
+  void onForwardDone(ForwardResult result);
+  void nextRequest();
 
   void fail(Reason reason, const std::string& detail = {});
   void respond(int status, std::string_view status_text, std::string_view extra_headers,
@@ -84,27 +108,37 @@ class Session {
   void startLinger();
   void finish(const std::string& close);
   void armTimer(Duration after);
-  void logAndCount();
+  void logRequest();
+  void resetRecord();
 
   Worker& worker_;
   ConfigPtr config_;
-  UniqueFd client_;
+  std::unique_ptr<Stream> client_;
   SocketAddress peer_;
   State state_ = State::reading_head;
   bool overloaded_ = false;
   bool tunnel_open_ = false;
+  bool waiting_first_byte_ = true;  // between requests: idle, not yet a head
 
   EventPtr client_read_;
   EventPtr client_write_;
   EventPtr timer_;
   EventPtr upstream_event_;
+  EventPtr kick_;  // runs nextRequest() from the loop after a forward ends
 
   std::string in_;  // the request head as it arrives, then any bytes after it
   size_t head_length_ = 0;
   size_t parse_checked_ = 0;  // bytes of in_ the parser has already found incomplete
-  std::string out_;     // a response being written
-  size_t out_pos_ = 0;  // bytes of out_ already written
+  std::string out_;           // a response being written
+  size_t out_pos_ = 0;        // bytes of out_ already written
   size_t lingered_ = 0;
+
+  RequestHead head_;  // the current request; its views point into in_
+  RequestFraming framing_;
+  bool plain_http_ = false;
+  uint16_t upstream_port_ = 0;
+  bool upstream_tls_ = false;
+  std::string pool_key_;
 
   Decision decision_;
   std::unique_ptr<Resolver::Lookup> lookup_;
@@ -115,6 +149,8 @@ class Session {
   std::chrono::steady_clock::time_point connect_started_;
   Reason last_connect_failure_ = Reason::connect_failed;
   std::unique_ptr<Relay> relay_;
+  std::unique_ptr<Forwarder> forwarder_;
+  std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback
 
   AccessRecord record_;
   std::chrono::steady_clock::time_point started_;

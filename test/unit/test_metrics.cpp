@@ -192,9 +192,9 @@ TEST_CASE("counts land on the right labels") {
   metrics.addBucketBytes("-", Direction::up, 3);
   metrics.observeUpstreamConnect(0.002);
   metrics.observeUpstreamConnect(45.0);
-  metrics.countUpstreamError(UpstreamError::timeout);
-  metrics.countUpstreamError(UpstreamError::tls);
-  metrics.countUpstreamError(UpstreamError::tls);
+  metrics.countUpstreamError(UpstreamFailure::timeout);
+  metrics.countUpstreamError(UpstreamFailure::tls);
+  metrics.countUpstreamError(UpstreamFailure::tls);
   metrics.countDnsLookup(DnsResult::cache_hit);
   metrics.countDnsLookup(DnsResult::pinned);
   metrics.countDnsLookup(DnsResult::pinned);

@@ -1,0 +1,56 @@
+#pragma once
+// Idle upstream connections of one worker, kept for the next plain-HTTP
+// request to the same host, port and transport. Bounded per key and in total;
+// a connection idle longer than the limit, or one that has anything to say
+// while idle (EOF, data, an error), is closed instead of reused.
+
+#include <event2/event.h>
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "acl/config.h"
+#include "proxy/event_ptr.h"
+#include "proxy/stream.h"
+
+namespace s3gate {
+
+class UpstreamPool {
+ public:
+  struct Limits {
+    size_t per_key = 8;
+    size_t total = 256;
+    Duration idle{std::chrono::seconds(15)};  // S3 closes idle connections after ~20 s
+  };
+
+  UpstreamPool(event_base* base, const Limits& limits);
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  static std::string key(const std::string& host, uint16_t port, bool tls);
+
+  // A live idle connection for `key`, or nullptr.
+  std::unique_ptr<Stream> take(const std::string& key);
+  void put(const std::string& key, std::unique_ptr<Stream> stream);
+  size_t size() const { return total_; }
+  void clear();
+
+ private:
+  struct Idle {
+    std::unique_ptr<Stream> stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  static void onSweep(evutil_socket_t, short, void* arg);
+  void sweep();
+  static bool stillQuiet(Stream& stream);
+
+  Limits limits_;
+  EventPtr sweep_timer_;
+  std::unordered_map<std::string, std::deque<Idle>> idle_;
+  size_t total_ = 0;
+};
+
+}  // namespace s3gate
