@@ -1,19 +1,19 @@
 #pragma once
-// The relay: the byte pump of a tunnel. Two connected sockets in; byte counts
+// The relay: the byte pump of a tunnel. Two connected streams in; byte counts
 // and a close reason out. Everything else about a tunnel (decisions, logs,
 // metrics) lives in the session, so the pump can be replaced (splice, io_uring)
 // without touching the rest.
 //
 // Contract:
-// - The relay owns both sockets from start() on and closes them when it ends.
+// - The relay owns both streams from start() on and closes them when it ends.
 // - Memory is bounded: one buffer per direction, allocated when bytes first flow
 //   in that direction. A full buffer stops reading its source until the
 //   destination has taken bytes (a slow reader slows its writer).
-// - EOF from one side becomes shutdown(SHUT_WR) on the other once everything
+// - EOF from one side becomes a write shutdown on the other once everything
 //   read before it has been written; the relay ends when both directions are
 //   done, on an error, or after `idle_timeout` with no bytes either way.
-// - `on_done` runs once, from the event loop; the owner must not destroy the
-//   Relay inside it (defer the destruction to after the callback returns).
+// - `on_done` runs once, from the event loop (never inside start()); the owner
+//   must not destroy the Relay inside it (defer the destruction).
 
 #include <event2/event.h>
 
@@ -24,7 +24,7 @@
 #include <string_view>
 
 #include "acl/config.h"
-#include "proxy/socket.h"
+#include "proxy/stream.h"
 
 namespace s3gate {
 
@@ -32,16 +32,16 @@ enum class RelayClose {
   client_eof,      // both directions finished, the client closed first
   upstream_eof,    // both directions finished, the upstream closed first
   idle_timeout,    // no bytes either way for idle_timeout
-  client_error,    // reset or error on the client socket
-  upstream_error,  // reset or error on the upstream socket
+  client_error,    // reset or error on the client side
+  upstream_error,  // reset or error on the upstream side
   inspect_denied,  // the first-bytes inspector refused the client's bytes
   shutdown,        // stopped by the owner (drain deadline, exit)
 };
 std::string_view relayCloseName(RelayClose close);
 
 struct RelayResult {
-  uint64_t bytes_up = 0;    // client to upstream, after the tunnel opened
-  uint64_t bytes_down = 0;  // upstream to client, not counting prefix_down
+  uint64_t bytes_up = 0;    // client to upstream, written to the upstream
+  uint64_t bytes_down = 0;  // upstream to client, written to the client, not counting prefix_down
   RelayClose close = RelayClose::client_eof;
 };
 
@@ -61,10 +61,10 @@ class Relay {
   // prefix_up: client bytes already read (after the request head), sent first
   // and counted. prefix_down: bytes for the client before any upstream byte
   // (the "200 Connection established" head), not counted.
-  static std::unique_ptr<Relay> start(event_base* base, UniqueFd client, UniqueFd upstream,
-                                      std::string prefix_up, std::string prefix_down,
-                                      const RelayOptions& options, FirstBytesInspector inspector,
-                                      DoneCallback on_done);
+  static std::unique_ptr<Relay> start(event_base* base, std::unique_ptr<Stream> client,
+                                      std::unique_ptr<Stream> upstream, std::string prefix_up,
+                                      std::string prefix_down, const RelayOptions& options,
+                                      FirstBytesInspector inspector, DoneCallback on_done);
   virtual ~Relay() = default;
 
   // Ends the relay now with RelayClose::shutdown (on_done runs from inside).

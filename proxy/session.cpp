@@ -535,7 +535,7 @@ void Session::startTunnel() {
   in_.clear();
   in_.shrink_to_fit();
   head_ = RequestHead{};
-  relay_ = Relay::start(worker_.base(), client_->releaseFd(), std::move(upstream_),
+  relay_ = Relay::start(worker_.base(), std::move(client_), Stream::plain(std::move(upstream_)),
                         std::move(prefix_up), std::string(kConnectEstablished), options,
                         std::move(inspector),
                         [this](const RelayResult& result) { onRelayDone(result); });

@@ -69,6 +69,7 @@ class TlsStream final : public Stream {
   int fd() const override { return fd_.get(); }
   bool isTls() const override { return true; }
   SSL* ssl() const override { return ssl_.get(); }
+  bool hasBufferedInput() const override { return SSL_pending(ssl_.get()) > 0; }
 
   Result handshake() override {
     read_wants_ = 0;

@@ -40,12 +40,18 @@ class Stream {
   virtual Result handshake() { return {}; }
   virtual Result read(char* buf, size_t len) = 0;
   virtual Result write(const char* buf, size_t len) = 0;
+  // Bytes already read from the socket and waiting inside the stream (TLS).
+  virtual bool hasBufferedInput() const { return false; }
   // Sends EOF (TLS: close_notify, then SHUT_WR).
   virtual void shutdownWrite() = 0;
   // Plain streams give their socket away (to the relay); TLS streams cannot.
   virtual UniqueFd releaseFd() { return UniqueFd(); }
   // The readiness the last blocked read and write wait for.
   short wantEvents() const { return read_wants_ | write_wants_; }
+  // The readiness a read (a write) waits for: what the last blocked one asked
+  // for, else the obvious one.
+  short readWants() const { return read_wants_ != 0 ? read_wants_ : EV_READ; }
+  short writeWants() const { return write_wants_ != 0 ? write_wants_ : EV_WRITE; }
   void clearWants() { read_wants_ = write_wants_ = 0; }
   // Last error, for logs.
   const std::string& error() const { return error_; }

@@ -38,7 +38,8 @@ struct Harness {
 
   void start(std::string prefix_up = {}, std::string prefix_down = {},
              RelayOptions options = RelayOptions{}, FirstBytesInspector inspector = nullptr) {
-    relay = Relay::start(base.get(), std::move(client.relay), std::move(upstream.relay),
+    relay = Relay::start(base.get(), Stream::plain(std::move(client.relay)),
+                         Stream::plain(std::move(upstream.relay)),
                          std::move(prefix_up), std::move(prefix_down), options,
                          std::move(inspector), [this](const RelayResult& r) { result = r; });
     REQUIRE(relay);
