@@ -9,6 +9,8 @@ packages=(
   libevent-dev libssl-dev libc-ares-dev libyaml-cpp-dev prometheus-cpp-dev libsystemd-dev
   # tests: unit framework and the real peers of the integration tests
   catch2 curl openssl python3 ca-certificates procps prometheus
+  # packaging: CPack DEB and RPM, the man page, and their checks
+  rpm lintian scdoc file man-db systemd
 )
 
 missing=()
