@@ -521,8 +521,9 @@ void HeadPieces::append(std::string_view piece, std::string_view within) {
 
 bool isHopByHop(std::string_view name) {
   static constexpr std::array<std::string_view, 7> kHopByHop = {
-      "connection",         "keep-alive", "proxy-connection", "proxy-authorization",
-      "proxy-authenticate", "te",         "upgrade"};
+      "connection", "keep-alive",          "proxy-connection",   "te",
+      "upgrade",    "proxy-authorization", "proxy-authenticate",
+  };
   return std::any_of(kHopByHop.begin(), kHopByHop.end(),
                      [name](std::string_view hop) { return equalsIgnoreCase(name, hop); });
 }

@@ -77,6 +77,7 @@ enum class ConnectionField { none, close, keep_alive };
 // Connection and every field it names, Keep-Alive, Proxy-Connection,
 // Proxy-Authorization, Proxy-Authenticate, TE, Upgrade. Content-Length,
 // Transfer-Encoding and Host are never dropped, even when Connection names them.
+// Trailer is kept: chunked bodies go on unchanged, trailer section included.
 bool isHopByHop(std::string_view name);
 
 // The request to send upstream: "METHOD /path?query HTTP/1.1", then every field
@@ -231,7 +232,8 @@ class BodyFramer {
   // until_close). *error: the body is malformed (chunked only); stop relaying.
   [[nodiscard]] size_t feed(std::string_view bytes, bool* done, BodyError* error);
 
-  // At the peer's EOF: none if the body ended there or before, else truncated.
+  // At the peer's EOF: none if the body ended there or before (until_close
+  // ends there), the body's error if it failed, else truncated.
   [[nodiscard]] BodyError atEof() const;
 
   BodyKind kind() const { return kind_; }

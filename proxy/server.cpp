@@ -67,13 +67,9 @@ bool Worker::init(const Config& config, std::string* error) {
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     const ListenerConfig& lc = config.listeners[i];
     std::string where = "listeners[" + std::to_string(i) + "]: ";
-    if (lc.mode != ListenerMode::forward || lc.proxy_protocol || lc.tls) {
-      *error = where +
-               "sni listeners, proxy_protocol and tls are not supported by this build yet";
-      return false;
-    }
     auto listener = std::make_unique<Listener>();
     listener->config = lc;
+    listener->index = i;
     listener->worker = this;
     listener->fd = listenOn(lc.address, kListenBacklog, error);
     if (!listener->fd) {
@@ -144,10 +140,10 @@ void Worker::acceptFrom(Listener& listener) {
     UniqueFd client(fd);
     ConfigPtr config = server_.config();
     bool within_limit = server_.tryAddConnection(config->limits.max_connections);
-    auto session = std::make_unique<Session>(*this, std::move(config), std::move(client),
-                                             SocketAddress::fromSockaddr(
-                                                 reinterpret_cast<sockaddr*>(&peer)),
-                                             !within_limit);
+    auto session = std::make_unique<Session>(
+        *this, std::move(config), listener.config, server_.listenerTls(listener.index),
+        std::move(client), SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)),
+        !within_limit);
     Session* raw = session.get();
     sessions_.emplace(raw, std::move(session));
     raw->start();
@@ -227,6 +223,31 @@ std::shared_ptr<TlsClientContext> Server::tlsClient() const {
   return tls_client_;
 }
 
+std::shared_ptr<TlsServerContext> Server::listenerTls(size_t index) const {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  return index < listener_tls_.size() ? listener_tls_[index] : nullptr;
+}
+
+bool Server::makeListenerTls(const Config& config,
+                             std::vector<std::shared_ptr<TlsServerContext>>* out,
+                             std::string* error) {
+  out->clear();
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    const auto& tls = config.listeners[i].tls;
+    if (!tls) {
+      out->push_back(nullptr);
+      continue;
+    }
+    auto ctx = TlsServerContext::create(tls->certificate, tls->private_key, tls->client_ca, error);
+    if (!ctx) {
+      *error = "listeners[" + std::to_string(i) + "].tls: " + *error;
+      return false;
+    }
+    out->push_back(std::move(ctx));
+  }
+  return true;
+}
+
 bool Server::tryAddConnection(uint64_t limit) {
   // Always counted: the session that answers 503 is a connection too.
   uint64_t now = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -248,6 +269,10 @@ int Server::run() {
   tls_client_ = TlsClientContext::create(config->http.ca_file, &tls_error);
   if (!tls_client_) {
     logLine("error", "http.ca_file: " + tls_error);
+    return 1;
+  }
+  if (!makeListenerTls(*config, &listener_tls_, &tls_error)) {
+    logLine("error", tls_error);
     return 1;
   }
   int count = config->workers > 0 ? config->workers
@@ -377,10 +402,20 @@ void Server::reload() {
       return;
     }
   }
+  // Certificates and keys are read again: a renewed certificate needs no restart.
+  std::vector<std::shared_ptr<TlsServerContext>> listener_tls;
+  std::string listener_error;
+  if (!makeListenerTls(*fresh, &listener_tls, &listener_error)) {
+    logLine("error", "reload rejected: " + listener_error);
+    metrics_.configReloaded(false);
+    notifySystemd("READY=1");
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(config_mu_);
     config_ = std::move(fresh);
     tls_client_ = std::move(tls);
+    listener_tls_ = std::move(listener_tls);
   }
   logLine("info", "configuration reloaded from " + config_path_);
   metrics_.configReloaded(true);

@@ -57,6 +57,7 @@ class Worker {
  private:
   struct Listener {
     ListenerConfig config;
+    size_t index = 0;  // in the configuration's listeners
     UniqueFd fd;
     EventPtr event;
     Worker* worker = nullptr;
@@ -102,6 +103,8 @@ class Server {
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
   // The TLS client context for upstreams (http.ca_file), shared by the workers.
   std::shared_ptr<TlsClientContext> tlsClient() const;
+  // The TLS server context of listeners[index] (nullptr without `tls`).
+  std::shared_ptr<TlsServerContext> listenerTls(size_t index) const;
 
   // The connection count over every worker (max_connections).
   bool tryAddConnection(uint64_t limit);
@@ -114,6 +117,10 @@ class Server {
   static void onDrainStep(evutil_socket_t fd, short what, void* arg);
   void handleSignal(int sig);
   void reload();
+  // TLS contexts for every listener with `tls`; false and *error on failure.
+  static bool makeListenerTls(const Config& config,
+                              std::vector<std::shared_ptr<TlsServerContext>>* out,
+                              std::string* error);
   void startDrain();
   void stopListening();
   void finishDrain();
@@ -121,6 +128,7 @@ class Server {
   mutable std::mutex config_mu_;
   ConfigPtr config_;
   std::shared_ptr<TlsClientContext> tls_client_;  // guarded by config_mu_
+  std::vector<std::shared_ptr<TlsServerContext>> listener_tls_;  // guarded by config_mu_
   std::string config_path_;
   Metrics& metrics_;
   AccessLog& access_log_;

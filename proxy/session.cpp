@@ -10,6 +10,7 @@
 
 #include "metrics/metrics.h"
 #include "proxy/server.h"
+#include "proxy/proxy_protocol.h"
 #include "proxy/tls_peek.h"
 #include "proxy/upstream_pool.h"
 
@@ -22,6 +23,8 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kMaxLingerBytes = 256 * 1024;
 constexpr Duration kLingerTime{std::chrono::seconds(2)};
+constexpr Duration kPeekRetry{std::chrono::milliseconds(5)};
+constexpr size_t kMaxClientHelloBytes = 16384 + 5 + 1024;
 constexpr std::string_view kConnectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
 
 int64_t nowMillisSinceEpoch() {
@@ -48,6 +51,10 @@ UpstreamFailure upstreamFailureFor(int err, bool timed_out) {
 
 std::string_view Session::stateName(State state) {
   switch (state) {
+    case State::reading_proxy_header:
+      return "reading_proxy_header";
+    case State::handshaking:
+      return "handshaking";
     case State::reading_head:
       return "reading_head";
     case State::resolving:
@@ -68,14 +75,24 @@ std::string_view Session::stateName(State state) {
   return "unknown";
 }
 
-Session::Session(Worker& worker, ConfigPtr config, UniqueFd client, const SocketAddress& peer,
+Session::Session(Worker& worker, ConfigPtr config, const ListenerConfig& listener,
+                 std::shared_ptr<TlsServerContext> tls, UniqueFd client, const SocketAddress& peer,
                  bool overloaded)
     : worker_(worker),
       config_(std::move(config)),
       client_(Stream::plain(std::move(client))),
+      listener_(listener),
+      tls_(std::move(tls)),
       peer_(peer),
+      client_ip_(peer.ip()),
+      client_text_(peer.toString()),
       overloaded_(overloaded),
       started_(Clock::now()) {
+  if (listener_.proxy_protocol) {
+    state_ = State::reading_proxy_header;
+  } else if (tls_) {
+    state_ = State::handshaking;
+  }
   resetRecord();
   worker_.metrics().connectionOpened();
 }
@@ -88,8 +105,14 @@ Session::~Session() {
 
 void Session::resetRecord() {
   record_ = AccessRecord{};
-  record_.client = peer_.toString();
-  record_.kind = "connect";
+  record_.client = client_text_;
+  record_.via = via_;
+  record_.vpce = vpce_;
+  if (!identity_.empty()) {
+    record_.identity = identity_;
+  }
+  bool sni = listener_.mode == ListenerMode::sni;
+  record_.kind = sni ? "sni" : "connect";
   record_.method = "-";
   record_.host = "-";
   record_.decision = "deny";
@@ -100,6 +123,11 @@ void Session::transitionTo(State next) {
   // The legal moves of the diagram in session.h; anything else is a bug.
   auto legal = [&] {
     switch (state_) {
+      case State::reading_proxy_header:
+        return next == State::handshaking || next == State::reading_head ||
+               next == State::responding || next == State::closed;
+      case State::handshaking:
+        return next == State::reading_head || next == State::responding || next == State::closed;
       case State::reading_head:
         return next == State::resolving || next == State::forwarding ||
                next == State::responding || next == State::closed;
@@ -137,17 +165,137 @@ void Session::start() {
   client_write_.reset(event_new(base, fd, EV_WRITE | EV_PERSIST, &onClientEvent, this));
   timer_.reset(evtimer_new(base, &onTimer, this));
   kick_.reset(event_new(base, -1, 0, &onKick, this));
-  if (!client_read_ || !client_write_ || !timer_ || !kick_) {
+  peek_retry_.reset(evtimer_new(base, &onPeekRetry, this));
+  if (!client_read_ || !client_write_ || !timer_ || !kick_ || !peek_retry_) {
     finish("error");
     return;
   }
   setTcpOptions(fd, config_->limits.tcp_keepalive);
+  armTimer(config_->limits.header_timeout);
   if (overloaded_) {
     fail(Reason::overloaded, "the proxy is at max_connections");
     return;
   }
+  if (listener_.proxy_protocol && !config_->trusted_proxies.empty() &&
+      !anyContains(config_->trusted_proxies, peer_.ip())) {
+    fail(Reason::untrusted_proxy, "peer " + peer_.ip().toString() + " is not in trusted_proxies");
+    return;
+  }
+  if (state_ == State::handshaking) {
+    startHandshake();
+    return;
+  }
   event_add(client_read_.get(), nullptr);
-  armTimer(config_->limits.header_timeout);
+}
+
+void Session::readProxyHeader() {
+  // Peek, so that exactly the header is consumed and the bytes after it stay
+  // in the socket (for TLS listeners OpenSSL reads them from there).
+  char buf[kMaxProxyV2HeaderBytes];
+  ssize_t n = recv(client_->fd(), buf, sizeof(buf), MSG_PEEK);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    logged_ = last_peek_ == 0;  // a bare TCP health check leaves no line
+    badPreamble(Reason::bad_request, n == 0 ? "client_eof" : "client_error");
+    return;
+  }
+  if (n < 0) {
+    return;
+  }
+  ProxyHeaderResult parsed = parseProxyHeader(std::string_view(buf, static_cast<size_t>(n)));
+  if (parsed.status == ProxyHeaderStatus::incomplete) {
+    if (static_cast<size_t>(n) == last_peek_) {
+      // Nothing new: wait a moment rather than spin on a readable socket.
+      event_del(client_read_.get());
+      timeval tv = toTimeval(kPeekRetry);
+      evtimer_add(peek_retry_.get(), &tv);
+    }
+    last_peek_ = static_cast<size_t>(n);
+    return;
+  }
+  if (parsed.status == ProxyHeaderStatus::invalid) {
+    badPreamble(Reason::bad_request, "bad_proxy_header: " + parsed.error);
+    return;
+  }
+  const ProxyHeader& header = parsed.header;
+  ssize_t consumed = recv(client_->fd(), buf, header.length, 0);
+  if (consumed != static_cast<ssize_t>(header.length)) {
+    badPreamble(Reason::bad_request, "client_error");
+    return;
+  }
+  via_ = peer_.toString();
+  vpce_ = header.vpce_id;
+  if (!header.local && header.source) {
+    client_ip_ = header.source->ip();
+    client_text_ = header.source->toString();
+  }
+  resetRecord();
+  if (tls_) {
+    startHandshake();
+    return;
+  }
+  transitionTo(State::reading_head);
+}
+
+void Session::onPeekRetry(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Session*>(arg);
+  if (self->state_ == State::reading_proxy_header) {
+    event_add(self->client_read_.get(), nullptr);
+  }
+}
+
+void Session::startHandshake() {
+  UniqueFd fd = client_->releaseFd();
+  SslPtr ssl = tls_->newSsl(fd.get());
+  if (!ssl) {
+    badPreamble(Reason::bad_request, "tls_setup_failed");
+    return;
+  }
+  client_ = Stream::tls(std::move(fd), std::move(ssl));
+  if (state_ != State::handshaking) {
+    transitionTo(State::handshaking);
+  }
+  continueHandshake();
+}
+
+void Session::continueHandshake() {
+  Stream::Result r = client_->handshake();
+  if (r.status == Stream::Io::would_block) {
+    short wants = client_->wantEvents();
+    (wants & EV_READ) ? event_add(client_read_.get(), nullptr) : event_del(client_read_.get());
+    (wants & EV_WRITE) ? event_add(client_write_.get(), nullptr)
+                       : event_del(client_write_.get());
+    return;
+  }
+  event_del(client_write_.get());
+  if (r.status != Stream::Io::ok) {
+    bool bad_certificate = tls_->requiresClientCertificate() &&
+                           SSL_get_verify_result(client_->ssl()) != X509_V_OK;
+    badPreamble(bad_certificate ? Reason::client_certificate_required : Reason::bad_request,
+                "tls_handshake_failed");
+    return;
+  }
+  if (tls_->requiresClientCertificate()) {
+    identity_ = peerCommonName(client_->ssl());
+    if (identity_.empty()) {
+      transitionTo(State::reading_head);
+      fail(Reason::client_certificate_required, "this listener requires a client certificate");
+      return;
+    }
+    resetRecord();
+  }
+  transitionTo(State::reading_head);
+  event_add(client_read_.get(), nullptr);
+}
+
+void Session::badPreamble(Reason reason, const std::string& close) {
+  // Before any request there is nobody to answer in HTTP: log, count, close.
+  record_.decision = "deny";
+  record_.reason = std::string(reasonName(reason));
+  record_.status = 0;
+  if (!logged_) {
+    worker_.metrics().countDenied(reason);
+  }
+  finish(close);
 }
 
 void Session::closeIfIdle() {
@@ -176,7 +324,9 @@ void Session::onClientEvent(evutil_socket_t, short what, void* arg) {
   if (what & EV_READ) {
     self->onReadable();
   }
-  if ((what & EV_WRITE) && self->state_ != State::closed) {
+  if ((what & EV_WRITE) && self->state_ == State::handshaking) {
+    self->continueHandshake();
+  } else if ((what & EV_WRITE) && self->state_ != State::closed) {
     self->onWritable();
   }
 }
@@ -200,6 +350,14 @@ void Session::armTimer(Duration after) {
 }
 
 void Session::onReadable() {
+  if (state_ == State::reading_proxy_header) {
+    readProxyHeader();
+    return;
+  }
+  if (state_ == State::handshaking) {
+    continueHandshake();
+    return;
+  }
   if (state_ == State::lingering) {
     char sink[16 * 1024];
     Stream::Result r = client_->read(sink, sizeof(sink));
@@ -221,10 +379,11 @@ void Session::onReadable() {
     return;
   }
   const Limits& limits = config_->limits;
-  size_t cap = limits.max_header_bytes + 1;
+  bool sni = listener_.mode == ListenerMode::sni;
+  size_t cap = sni ? kMaxClientHelloBytes : limits.max_header_bytes + 1;
   size_t want = std::min(kReadChunk, cap - std::min(cap, in_.size()));
   if (want == 0) {
-    fail(Reason::header_too_large);
+    fail(sni ? Reason::bad_host : Reason::header_too_large);
     return;
   }
   size_t old = in_.size();
@@ -257,7 +416,45 @@ void Session::onReadable() {
     started_ = Clock::now();
     armTimer(limits.header_timeout);
   }
+  if (sni) {
+    onClientHello();
+    return;
+  }
   parseBuffered();
+}
+
+void Session::onClientHello() {
+  ClientHelloInfo hello = peekClientHello(in_, kMaxClientHelloBytes);
+  if (hello.status == ClientHelloStatus::incomplete) {
+    return;
+  }
+  std::string name;
+  if (hello.status != ClientHelloStatus::ok || !normalizeHostName(hello.server_name, &name)) {
+    record_.host = hello.server_name.empty() ? "-" : hello.server_name;
+    fail(Reason::bad_host, "no TLS server name");
+    return;
+  }
+  event_del(client_read_.get());
+  evtimer_del(timer_.get());
+  head_length_ = 0;  // every byte read goes to the upstream unchanged
+  plain_http_ = false;
+  DecisionInput input;
+  input.client = client_ip_;
+  input.kind = RequestKindForDecision::connect;
+  input.method = "CONNECT";
+  input.host = name;
+  input.port = 443;
+  input.port_given = true;
+  input.identity = identity_;
+  decision_ = decide(*config_, input);
+  recordDecision(decision_, RequestKind::connect, 443);
+  if (decision_.verdict == Verdict::deny) {
+    fail(decision_.reason, decision_.detail);
+    return;
+  }
+  upstream_port_ = 443;
+  transitionTo(State::resolving);
+  resolveTarget();
 }
 
 void Session::parseBuffered() {
@@ -318,7 +515,8 @@ void Session::onLocal(const RequestHead& head) {
 
 Decision Session::decideFor(const RequestHead& head, RequestKindForDecision kind) {
   DecisionInput input;
-  input.client = peer_.ip();
+  input.client = client_ip_;
+  input.identity = identity_;
   input.kind = kind;
   input.method = head.method;
   input.host = head.target.host;
@@ -327,15 +525,25 @@ Decision Session::decideFor(const RequestHead& head, RequestKindForDecision kind
   input.port_given = head.target.port_given;
   input.path = head.target.path;
   Decision d = decide(*config_, input);
-  record_.host = d.host.empty() ? std::string(head.target.host) : d.host;
-  record_.port = head.target.port;
+  if (d.host.empty()) {
+    record_.host = std::string(head.target.host);
+  }
+  recordDecision(
+      d, kind == RequestKindForDecision::connect ? RequestKind::connect : RequestKind::http,
+      head.target.port);
+  return d;
+}
+
+void Session::recordDecision(const Decision& d, RequestKind kind, uint16_t port) {
+  if (!d.host.empty()) {
+    record_.host = d.host;
+  }
+  record_.port = port;
   record_.rule = d.rule;
   if (!d.name.bucket.empty()) {
     record_.bucket = d.name.bucket;
   }
-  worker_.metrics().countRequest(
-      kind == RequestKindForDecision::connect ? RequestKind::connect : RequestKind::http,
-      d.verdict);
+  worker_.metrics().countRequest(kind, d.verdict);
   if (d.verdict == Verdict::report) {
     worker_.metrics().countDenied(d.reason);  // a would-be denial
   }
@@ -345,7 +553,6 @@ Decision Session::decideFor(const RequestHead& head, RequestKindForDecision kind
       record_.reason = std::string(reasonName(d.reason));
     }
   }
-  return d;
 }
 
 void Session::onPlainHttp(const RequestHead& head) {
@@ -505,8 +712,9 @@ void Session::startTunnel() {
   client_write_.reset();
   timer_.reset();
 
+  bool sni = listener_.mode == ListenerMode::sni;
   FirstBytesInspector inspector;
-  if (config_->tunnel.verify_sni) {
+  if (config_->tunnel.verify_sni && !sni) {
     std::string expected = decision_.host;
     inspector = [expected](std::string_view bytes) {
       ClientHelloInfo hello = peekClientHello(bytes);
@@ -536,7 +744,8 @@ void Session::startTunnel() {
   in_.shrink_to_fit();
   head_ = RequestHead{};
   relay_ = Relay::start(worker_.base(), std::move(client_), Stream::plain(std::move(upstream_)),
-                        std::move(prefix_up), std::string(kConnectEstablished), options,
+                        std::move(prefix_up), sni ? std::string() : std::string(kConnectEstablished),
+                        options,
                         std::move(inspector),
                         [this](const RelayResult& result) { onRelayDone(result); });
   if (!relay_) {
@@ -653,6 +862,12 @@ void Session::fail(Reason reason, const std::string& detail) {
     record_.decision = "deny";
     worker_.metrics().countDenied(reason);
   }
+  if (listener_.mode == ListenerMode::sni) {
+    // The client speaks TLS to what it thinks is S3: no HTTP answer, a close.
+    record_.status = 0;
+    finish("proxy_close");
+    return;
+  }
   std::string body = "s3gate: ";
   body += reasonName(reason);
   if (!detail.empty()) {
@@ -765,6 +980,7 @@ void Session::finish(const std::string& close) {
   client_write_.reset();
   timer_.reset();
   kick_.reset();
+  peek_retry_.reset();
   upstream_.reset();
   if (tunnel_open_) {
     auto seconds = std::chrono::duration<double>(Clock::now() - tunnel_started_).count();

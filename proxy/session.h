@@ -1,12 +1,18 @@
 #pragma once
 // One client connection's life, as a state machine you can read:
 //
+//   accepted -> reading_proxy_header -> handshaking (TLS listeners) -> reading_head
+//   (a listener without PROXY headers or TLS starts at reading_head; an sni
+//   listener's reading_head reads a TLS ClientHello instead of an HTTP head)
 //   reading_head -> resolving -> connecting -> relaying (CONNECT) -> closed
 //                                           -> forwarding (plain HTTP)
 //   reading_head -> forwarding (a pooled upstream connection)
 //   forwarding   -> reading_head (keep-alive: the next request) | closed
 //   reading_head, resolving, connecting, forwarding -> responding -> lingering -> closed
 //
+// reading_proxy_header: the PROXY v1/v2 header, read exactly (peeked, then
+//               consumed), so what follows is untouched for TLS.
+// handshaking:  the TLS handshake of an HTTPS listener (client certificates).
 // reading_head: a request head arrives (header_timeout, size limits).
 // resolving:    pins, else one DNS lookup; the answer is checked once.
 // connecting:   each checked address in turn, connect_timeout each.
@@ -25,11 +31,13 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "acl/config.h"
 #include "acl/decision.h"
+#include "metrics/metrics.h"
 #include "proxy/access_log.h"
 #include "proxy/event_ptr.h"
 #include "proxy/forwarder.h"
@@ -39,6 +47,7 @@
 #include "proxy/resolver.h"
 #include "proxy/socket.h"
 #include "proxy/stream.h"
+#include "proxy/tls.h"
 
 namespace s3gate {
 
@@ -47,6 +56,8 @@ class Worker;
 class Session {
  public:
   enum class State {
+    reading_proxy_header,
+    handshaking,
     reading_head,
     resolving,
     connecting,
@@ -59,7 +70,8 @@ class Session {
   static std::string_view stateName(State state);
 
   // `overloaded`: the connection limit was reached; answer 503 and close.
-  Session(Worker& worker, ConfigPtr config, UniqueFd client, const SocketAddress& peer,
+  Session(Worker& worker, ConfigPtr config, const ListenerConfig& listener,
+          std::shared_ptr<TlsServerContext> tls, UniqueFd client, const SocketAddress& peer,
           bool overloaded);
   ~Session();
   Session(const Session&) = delete;
@@ -81,6 +93,13 @@ class Session {
   static void onKick(evutil_socket_t fd, short what, void* arg);
 
   void onReadable();
+  void readProxyHeader();
+  static void onPeekRetry(evutil_socket_t fd, short what, void* arg);
+  void startHandshake();
+  void continueHandshake();
+  void badPreamble(Reason reason, const std::string& close);
+  void onClientHello();
+  void recordDecision(const Decision& d, RequestKind kind, uint16_t port);
   void onWritable();
   void onTimeout();
   void parseBuffered();
@@ -114,7 +133,15 @@ class Session {
   Worker& worker_;
   ConfigPtr config_;
   std::unique_ptr<Stream> client_;
-  SocketAddress peer_;
+  ListenerConfig listener_;
+  std::shared_ptr<TlsServerContext> tls_;  // HTTPS listeners only
+  SocketAddress peer_;    // the TCP peer (the load balancer behind PROXY headers)
+  IpAddress client_ip_;   // the client for decisions: the PROXY source, else the peer
+  std::string client_text_;  // the same with its port, for the log
+  std::string identity_;  // the client certificate's CN, when there is one
+  std::optional<std::string> via_;
+  std::optional<std::string> vpce_;
+  size_t last_peek_ = 0;  // PROXY header bytes seen at the last peek
   State state_ = State::reading_head;
   bool overloaded_ = false;
   bool tunnel_open_ = false;
@@ -125,6 +152,7 @@ class Session {
   EventPtr timer_;
   EventPtr upstream_event_;
   EventPtr kick_;  // runs nextRequest() from the loop after a forward ends
+  EventPtr peek_retry_;  // re-reads an incomplete PROXY header a moment later
 
   std::string in_;  // the request head as it arrives, then any bytes after it
   size_t head_length_ = 0;
