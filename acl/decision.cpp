@@ -147,6 +147,48 @@ std::string regionsServed(const Config& config) {
   return out.empty() ? "none" : out;
 }
 
+// The denial of an S3 service name that is not a bucket endpoint and not in `hosts`:
+// what the name is, and why a bucket rule cannot allow it.
+std::string notServedDetail(S3NameKind kind, const std::string& host) {
+  std::string what;
+  switch (kind) {
+    case S3NameKind::access_point:
+      what =
+          "an S3 Access Point name: the bucket behind it cannot be seen, so no bucket rule "
+          "can allow it";
+      break;
+    case S3NameKind::s3_control:
+      what = "an S3 Control name: the account-level API, not a bucket";
+      break;
+    case S3NameKind::accelerate:
+      what =
+          "an S3 Transfer Acceleration name: it is served through CloudFront edge locations, "
+          "not the gateway endpoint";
+      break;
+    case S3NameKind::multi_region_access_point:
+      what =
+          "an S3 Multi-Region Access Point name: it is routed through AWS Global Accelerator, "
+          "not the gateway endpoint, to buckets that cannot be seen";
+      break;
+    case S3NameKind::object_lambda:
+      what = "an S3 Object Lambda name: its answers come from a Lambda function, not a bucket";
+      break;
+    case S3NameKind::outposts:
+      what = "an S3 on Outposts name: served by an Outpost, not the gateway endpoint";
+      break;
+    case S3NameKind::express:
+      what =
+          "an S3 Express One Zone (directory bucket) name: served by the s3express endpoint, "
+          "not the S3 gateway endpoint";
+      break;
+    case S3NameKind::not_s3:
+    case S3NameKind::endpoint:
+    case S3NameKind::virtual_hosted:
+      return host + " is not an S3 endpoint or an allowed host";
+  }
+  return host + " is " + what + "; list it under hosts to allow it";
+}
+
 const HostRule* findHostRule(const Config& config, std::string_view host) {
   for (const auto& rule : config.hosts) {
     if (hostPatternMatch(rule.name, host)) {
@@ -401,10 +443,13 @@ Decision decide(const Config& config, const DecisionInput& input) {
     return finish();
   }
 
-  // 3. S3 endpoint or `hosts` entry. An S3 name is always judged as S3 (buckets,
-  // regions): a `hosts` entry cannot widen it.
+  // 3. S3 endpoint or `hosts` entry. An S3 bucket endpoint is always judged as S3
+  // (buckets, regions): a `hosts` entry cannot widen it. The names of the other S3
+  // services (access points, S3 Control, Transfer Acceleration, ...) have no bucket a
+  // rule could judge: like any other name, only a `hosts` entry allows them (its
+  // ports, no region or bucket step), and the denial says what they are.
   d.name = parseS3Name(d.host);
-  const bool s3 = d.name.kind != S3NameKind::not_s3;
+  const bool s3 = isBucketEndpoint(d.name.kind);
   const HostRule* host_rule = nullptr;
   if (s3) {
     if (!regionServed(config, d.name.region)) {
@@ -414,7 +459,7 @@ Decision decide(const Config& config, const DecisionInput& input) {
   } else {
     host_rule = findHostRule(config, d.host);
     if (host_rule == nullptr) {
-      fail(Reason::host_not_allowed, d.host + " is not an S3 endpoint or an allowed host");
+      fail(Reason::host_not_allowed, notServedDetail(d.name.kind, d.host));
       return finish();
     }
   }

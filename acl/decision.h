@@ -53,6 +53,10 @@ struct Decision {
   bool allowed() const { return verdict != Verdict::deny; }
 };
 
+// Step 3 judges S3 bucket endpoints (endpoint, virtual_hosted) by region and bucket;
+// every other name, the other S3 services' names (access points, S3 Control,
+// Transfer Acceleration, ...) included, is allowed only by a `hosts` entry, and its
+// host_not_allowed detail says what kind of name it is.
 Decision decide(const Config& config, const DecisionInput& input);
 
 // Name normalisation (SPEC section 3, step 2): lower case, one trailing dot

@@ -150,6 +150,119 @@ EndpointMatch matchEndpoint(const std::vector<std::string_view>& labels, bool ch
   return m;
 }
 
+// The names of the S3 services that are not bucket endpoints. Which of these kinds a
+// name gets only changes how its denial is explained: none of them reaches a bucket
+// rule, and every one is allowed only by a `hosts` entry. What matters for safety is
+// the other direction, that none of them is ever taken for a bucket endpoint; that
+// holds because matchEndpoint() is tried first and wants the exact labels s3[-fips].
+struct ServiceMatch {
+  S3NameKind kind = S3NameKind::not_s3;
+  size_t label_count = 0;  // 0: no service form matched
+  std::string region;      // empty for the global services
+  bool dualstack = false;
+  bool fips = false;
+};
+
+// An availability-zone ID as S3 Express writes it ("usw2-az1", "use1-az4"): letters,
+// digits and hyphens, beginning with a letter.
+bool isZoneId(std::string_view text) {
+  if (text.empty() || !isLower(text.front())) {
+    return false;
+  }
+  for (char c : text) {
+    if (!isLower(c) && !isDigit(c) && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The label in front of the region (or of "dualstack.R") of a regional service:
+// "s3-accesspoint", "s3-accesspoint-fips", "s3express-usw2-az1", ...
+bool matchRegionalServiceLabel(std::string_view label, S3NameKind* kind, bool* fips) {
+  struct Service {
+    std::string_view label;
+    S3NameKind kind;
+  };
+  static constexpr Service kServices[] = {
+      {"s3-accesspoint", S3NameKind::access_point},    {"s3-control", S3NameKind::s3_control},
+      {"s3-object-lambda", S3NameKind::object_lambda}, {"s3-outposts", S3NameKind::outposts},
+      {"s3express-control", S3NameKind::express},
+  };
+  constexpr std::string_view kFips = "-fips";
+  for (const auto& service : kServices) {
+    if (label == service.label) {
+      *kind = service.kind;
+      *fips = false;
+      return true;
+    }
+    if (label.size() == service.label.size() + kFips.size() && label.starts_with(service.label) &&
+        label.ends_with(kFips)) {
+      *kind = service.kind;
+      *fips = true;
+      return true;
+    }
+  }
+  // A zonal S3 Express endpoint: s3express-AZID, s3express-fips-AZID.
+  constexpr std::string_view kZonal = "s3express-";
+  constexpr std::string_view kZonalFips = "s3express-fips-";
+  if (label.starts_with(kZonalFips) && isZoneId(label.substr(kZonalFips.size()))) {
+    *kind = S3NameKind::express;
+    *fips = true;
+    return true;
+  }
+  if (label.starts_with(kZonal) && isZoneId(label.substr(kZonal.size()))) {
+    *kind = S3NameKind::express;
+    *fips = false;
+    return true;
+  }
+  return false;
+}
+
+ServiceMatch matchService(const std::vector<std::string_view>& labels, bool china) {
+  ServiceMatch m;
+  const size_t n = labels.size();
+  if (n == 0) {
+    return m;
+  }
+  const std::string_view last = labels[n - 1];
+  if (isRegionName(last)) {
+    if ((last.substr(0, 3) == "cn-") != china || n < 2) {
+      return m;
+    }
+    S3NameKind kind = S3NameKind::not_s3;
+    bool fips = false;
+    if (matchRegionalServiceLabel(labels[n - 2], &kind, &fips)) {
+      m.label_count = 2;
+    } else if (labels[n - 2] == "dualstack" && n >= 3 &&
+               matchRegionalServiceLabel(labels[n - 3], &kind, &fips)) {
+      m.label_count = 3;
+      m.dualstack = true;
+    } else {
+      return m;
+    }
+    m.kind = kind;
+    m.fips = fips;
+    m.region = std::string(last);
+    return m;
+  }
+  if (china) {
+    return m;  // the global services are commercial-partition names
+  }
+  if (last == "s3-accelerate") {  // [BUCKET.]s3-accelerate
+    m.kind = S3NameKind::accelerate;
+    m.label_count = 1;
+  } else if (last == "dualstack" && n >= 2 && labels[n - 2] == "s3-accelerate") {
+    m.kind = S3NameKind::accelerate;
+    m.label_count = 2;
+    m.dualstack = true;
+  } else if (last == "s3-global" && n >= 2 && labels[n - 2] == "accesspoint") {
+    m.kind = S3NameKind::multi_region_access_point;  // ALIAS.accesspoint.s3-global
+    m.label_count = 2;
+  }
+  return m;
+}
+
 }  // namespace
 
 std::string_view s3NameKindName(S3NameKind kind) {
@@ -160,8 +273,26 @@ std::string_view s3NameKindName(S3NameKind kind) {
       return "endpoint";
     case S3NameKind::virtual_hosted:
       return "virtual_hosted";
+    case S3NameKind::access_point:
+      return "access_point";
+    case S3NameKind::s3_control:
+      return "s3_control";
+    case S3NameKind::accelerate:
+      return "accelerate";
+    case S3NameKind::multi_region_access_point:
+      return "multi_region_access_point";
+    case S3NameKind::object_lambda:
+      return "object_lambda";
+    case S3NameKind::outposts:
+      return "outposts";
+    case S3NameKind::express:
+      return "express";
   }
   return "not_s3";
+}
+
+bool isBucketEndpoint(S3NameKind kind) {
+  return kind == S3NameKind::endpoint || kind == S3NameKind::virtual_hosted;
 }
 
 bool isRegionName(std::string_view text) {
@@ -215,6 +346,25 @@ S3Name parseS3Name(std::string_view host) {
   const auto labels = splitLabels(rest);
   const EndpointMatch m = matchEndpoint(labels, china);
   if (m.label_count == 0) {
+    const ServiceMatch service = matchService(labels, china);
+    if (service.label_count == 0) {
+      return name;
+    }
+    name.kind = service.kind;
+    name.region = service.region;
+    name.dualstack = service.dualstack;
+    name.fips = service.fips;
+    // Transfer Acceleration and S3 Express names carry the bucket in front; kept for
+    // the log when it is one S3 would serve. (An access point's labels name the
+    // access point and the account, not a bucket.)
+    const size_t prefix_labels = labels.size() - service.label_count;
+    if (prefix_labels > 0 &&
+        (service.kind == S3NameKind::accelerate || service.kind == S3NameKind::express)) {
+      std::string bucket = joinLabels(labels, prefix_labels);
+      if (isVirtualHostableBucket(bucket)) {
+        name.bucket = std::move(bucket);
+      }
+    }
     return name;
   }
   const size_t bucket_labels = labels.size() - m.label_count;

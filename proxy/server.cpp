@@ -3,7 +3,9 @@
 #include <event2/thread.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <csignal>
 #include <cstdio>
 #include <thread>
@@ -43,6 +45,7 @@ Worker::~Worker() {
   pool_.reset();
   resolver_.reset();
   reap_event_.reset();
+  heartbeat_.reset();
   accept_retry_.reset();
   posted_event_.reset();
 }
@@ -174,6 +177,16 @@ void Worker::onReap(evutil_socket_t, short, void* arg) {
   }
 }
 
+void Worker::startHeartbeat(Duration interval) {
+  heartbeat_.reset(event_new(base_.get(), -1, EV_PERSIST, &onHeartbeat, this));
+  timeval tv = toTimeval(interval);
+  event_add(heartbeat_.get(), &tv);
+}
+
+void Worker::onHeartbeat(evutil_socket_t, short, void* arg) {
+  static_cast<Worker*>(arg)->heartbeats_.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Worker::closeListeners() {
   exiting_ = true;
   evtimer_del(accept_retry_.get());
@@ -302,6 +315,20 @@ int Server::run() {
     signal_events_.push_back(std::move(ev));
   }
   drain_timer_.reset(evtimer_new(control_.get(), &onDrainStep, this));
+  // systemd's watchdog (WatchdogSec=): ping at half the interval, and only
+  // while every worker loop is turning.
+  const char* watchdog_usec = getenv("WATCHDOG_USEC");
+  long long usec = watchdog_usec != nullptr ? atoll(watchdog_usec) : 0;
+  if (usec > 0 && getenv("NOTIFY_SOCKET") != nullptr) {
+    Duration half{std::max<long long>(usec / 2000, 1)};
+    for (auto& w : workers_) {
+      w->startHeartbeat(std::max<Duration>(half / 4, Duration(1)));
+    }
+    last_heartbeats_.assign(workers_.size(), 0);
+    watchdog_timer_.reset(event_new(control_.get(), -1, EV_PERSIST, &onWatchdog, this));
+    timeval tv = toTimeval(half);
+    event_add(watchdog_timer_.get(), &tv);
+  }
   for (auto& w : workers_) {
     w->startThread();
   }
@@ -321,8 +348,27 @@ int Server::run() {
   admin.reset();
   signal_events_.clear();
   drain_timer_.reset();
+  watchdog_timer_.reset();
   access_log_.flush();
   return 0;
+}
+
+void Server::onWatchdog(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Server*>(arg);
+  bool all_turning = true;
+  for (size_t i = 0; i < self->workers_.size(); ++i) {
+    uint64_t now = self->workers_[i]->heartbeats();
+    if (now == self->last_heartbeats_[i]) {
+      all_turning = false;
+    }
+    self->last_heartbeats_[i] = now;
+  }
+  if (all_turning) {
+    notifySystemd("WATCHDOG=1");
+  } else {
+    logLine("warning", "a worker loop has not turned for half the watchdog interval; "
+                       "not pinging systemd");
+  }
 }
 
 void Server::onSignal(evutil_socket_t sig, short, void* arg) {

@@ -54,6 +54,11 @@ class Worker {
   // A session asks to be destroyed once the current callback has returned.
   void reap(Session* session);
 
+  // Ticks from a timer on this loop: the watchdog pings systemd only while
+  // every loop keeps ticking.
+  void startHeartbeat(Duration interval);
+  uint64_t heartbeats() const { return heartbeats_.load(std::memory_order_relaxed); }
+
  private:
   struct Listener {
     ListenerConfig config;
@@ -66,6 +71,7 @@ class Worker {
   static void onReap(evutil_socket_t fd, short what, void* arg);
   static void onPosted(evutil_socket_t fd, short what, void* arg);
   static void onAcceptRetry(evutil_socket_t fd, short what, void* arg);
+  static void onHeartbeat(evutil_socket_t fd, short what, void* arg);
   void acceptFrom(Listener& listener);
   void closeListeners();
   void beginDrain();
@@ -82,6 +88,8 @@ class Worker {
   EventPtr reap_event_;
   EventPtr accept_retry_;
   EventPtr posted_event_;
+  EventPtr heartbeat_;
+  std::atomic<uint64_t> heartbeats_{0};
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;
   std::thread thread_;
@@ -115,6 +123,7 @@ class Server {
  private:
   static void onSignal(evutil_socket_t sig, short what, void* arg);
   static void onDrainStep(evutil_socket_t fd, short what, void* arg);
+  static void onWatchdog(evutil_socket_t fd, short what, void* arg);
   void handleSignal(int sig);
   void reload();
   // TLS contexts for every listener with `tls`; false and *error on failure.
@@ -135,6 +144,8 @@ class Server {
   EventBasePtr control_;
   std::vector<EventPtr> signal_events_;
   EventPtr drain_timer_;
+  EventPtr watchdog_timer_;
+  std::vector<uint64_t> last_heartbeats_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<uint64_t> connections_{0};
   std::atomic<bool> draining_{false};

@@ -9,6 +9,7 @@
 #include "acl/config.h"
 #include "acl/decision.h"
 #include "acl/reason.h"
+#include "proxy/http_parser.h"
 
 using namespace s3gate;
 
@@ -901,4 +902,382 @@ TEST_CASE("reasons: names, statuses and Proxy-Status errors", "[reason]") {
     names.insert(reasonName(row.reason));
   }
   CHECK(names.size() == static_cast<size_t>(kReasonCount));  // no two share a name
+}
+
+// ---------------------------------------------------------------------------
+// Host spellings end to end: the request target as a client writes it, through the
+// target parser (proxy/http_parser.h: userinfo, '#', percent signs and port
+// spellings are refused there) and decide(), to the parsed name and the reason.
+
+namespace {
+
+Config spellingConfig(PolicyMode mode = PolicyMode::enforce) {
+  Config c;
+  c.mode = mode;
+  c.clients = {net("10.0.0.0/8")};
+  c.s3.regions = {"us-west-2", "us-east-1", "cn-north-1", "us-gov-west-1"};
+  c.s3.path_style = PathStyle::deny;
+  c.buckets = {bucket("media", Access::read_write), bucket("allowed", Access::read_write),
+               bucket("vfx.*", Access::read_only)};
+  c.hosts = {
+      hostRule("sts.us-west-2.amazonaws.com", {443}),
+      hostRule("listed-111122223333.s3-accesspoint.us-west-2.amazonaws.com", {443}),
+      hostRule("111122223333.s3-control.us-west-2.amazonaws.com", {443, 8443}),
+      hostRule("fast.s3-accelerate.amazonaws.com", {443}),
+  };
+  c.ports = {443};
+  return c;
+}
+
+struct Spelling {
+  const char* method;
+  std::string target;  // as written on the request line
+  Reason parse;        // the target parser's verdict (none: parsed, decide() ran)
+  S3NameKind kind;
+  const char* region;
+  std::string bucket;
+  bool dualstack;
+  bool fips;
+  Verdict verdict;
+  Reason reason;  // decide()'s (or the parser's) reason
+};
+
+std::vector<Spelling> spellingTable() {
+  const auto N = S3NameKind::not_s3;
+  const auto E = S3NameKind::endpoint;
+  const auto V = S3NameKind::virtual_hosted;
+  const auto AP = S3NameKind::access_point;
+  const auto CTL = S3NameKind::s3_control;
+  const auto ACC = S3NameKind::accelerate;
+  const auto MRAP = S3NameKind::multi_region_access_point;
+  const auto OL = S3NameKind::object_lambda;
+  const auto OUT = S3NameKind::outposts;
+  const auto EXP = S3NameKind::express;
+  const std::string media = "media.s3.us-west-2.amazonaws.com";
+  const std::string label63(63, 'a');
+  const std::string label64(64, 'a');
+  const std::string label58(58, 'c');
+  const std::string name254 = label63 + "." + label63 + "." + label63 + "." + label58 + ".com";
+  using enum Reason;
+  const auto C = "CONNECT";
+  const auto G = "GET";
+  return {
+      // The bucket endpoints, every form and case.
+      {C, media + ":443", none, V, "us-west-2", "media", false, false, ALLOW, none},
+      {C, "MEDIA.S3.US-WEST-2.AMAZONAWS.COM:443", none, V, "us-west-2", "media", false, false,
+       ALLOW, none},
+      {C, "Media.S3.Us-West-2.AmazonAWS.Com.:443", none, V, "us-west-2", "media", false, false,
+       ALLOW, none},
+      {C, media + "..:443", none, N, "", "", false, false, DENY, bad_host},
+      {C, "media.s3-us-west-2.amazonaws.com:443", none, V, "us-west-2", "media", false, false,
+       ALLOW, none},
+      {C, "media.s3.dualstack.us-west-2.amazonaws.com:443", none, V, "us-west-2", "media", true,
+       false, ALLOW, none},
+      {C, "media.s3-fips.us-gov-west-1.amazonaws.com:443", none, V, "us-gov-west-1", "media", false,
+       true, ALLOW, none},
+      {C, "media.s3-fips.dualstack.us-gov-west-1.amazonaws.com:443", none, V, "us-gov-west-1",
+       "media", true, true, ALLOW, none},
+      {C, "media.s3.amazonaws.com:443", none, V, "us-east-1", "media", false, false, ALLOW, none},
+      {C, "media.s3-external-1.amazonaws.com:443", none, V, "us-east-1", "media", false, false,
+       ALLOW, none},
+      {C, "media.s3.cn-north-1.amazonaws.com.cn:443", none, V, "cn-north-1", "media", false, false,
+       ALLOW, none},
+      {C, "vfx.seq.010.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "vfx.seq.010", false,
+       false, ALLOW, none},
+      {C, "other.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "other", false, false, DENY,
+       bucket_not_allowed},
+      {C, "media.s3.eu-west-1.amazonaws.com:443", none, V, "eu-west-1", "media", false, false, DENY,
+       region_not_allowed},
+      {C, "s3.us-west-2.amazonaws.com:443", none, E, "us-west-2", "", false, false, DENY,
+       path_style_denied},
+      {C, media + ":8443", none, V, "us-west-2", "media", false, false, DENY, port_not_allowed},
+      {C, media + ":65535", none, V, "us-west-2", "media", false, false, DENY, port_not_allowed},
+      {C, label63 + ".s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", label63, false, false,
+       DENY, bucket_not_allowed},
+
+      // Port spellings: only plain decimal 1-65535, always written for CONNECT.
+      {C, media + ":0443", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":65536", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":99999999999", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":0", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media, bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":+443", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":0x1bb", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, media + ":443:443", bad_host, N, "", "", false, false, DENY, bad_host},
+      {G, "http://" + media + ":0080/x", bad_request, N, "", "", false, false, DENY, bad_request},
+
+      // Userinfo, '#', percent signs, schemes.
+      {C, "user@" + media + ":443", bad_request, N, "", "", false, false, DENY, bad_request},
+      {C, "user:pw@" + media + ":443", bad_request, N, "", "", false, false, DENY, bad_request},
+      {G, "http://user@" + media + "/x", bad_request, N, "", "", false, false, DENY, bad_request},
+      {G, "http://allowed.s3.us-west-2.amazonaws.com@evil.com/", bad_request, N, "", "", false,
+       false, DENY, bad_request},
+      {G, "http://allowed.s3.us-west-2.amazonaws.com:443@evil.com/", bad_request, N, "", "", false,
+       false, DENY, bad_request},
+      {G, "http://" + media + "/x#frag", bad_request, N, "", "", false, false, DENY, bad_request},
+      {G, "http://evil.com#@" + media + "/", bad_request, N, "", "", false, false, DENY,
+       bad_request},
+      {C, media + "#.evil.com:443", bad_host, N, "", "", false, false, DENY, bad_host},
+      {C, "media%2es3.us-west-2.amazonaws.com:443", bad_host, N, "", "", false, false, DENY,
+       bad_host},
+      {G, "http://media%2Es3.us-west-2.amazonaws.com/", bad_host, N, "", "", false, false, DENY,
+       bad_host},
+      {G, "http://" + media + "%00.evil.com/", bad_host, N, "", "", false, false, DENY, bad_host},
+      {C, "media.s3.us-west-2.amazonaws.com/:443", bad_request, N, "", "", false, false, DENY,
+       bad_request},
+      {G, "https://" + media + "/x", bad_request, N, "", "", false, false, DENY, bad_request},
+      {G, "http://" + media + "/x", none, V, "us-west-2", "media", false, false, ALLOW, none},
+      {G, "HTTP://Media.S3.us-west-2.amazonaws.com./x", none, V, "us-west-2", "media", false, false,
+       ALLOW, none},
+      {G, "http://" + media + ":80/x", none, V, "us-west-2", "media", false, false, ALLOW, none},
+      {G, "http://" + media + ":443/x", none, V, "us-west-2", "media", false, false, DENY,
+       port_not_allowed},
+      {G, "http://s3.us-west-2.amazonaws.com/media/x", none, E, "us-west-2", "media", false, false,
+       ALLOW, none},
+      {G, "http://s3.us-west-2.amazonaws.com/med%69a/x", none, E, "us-west-2", "media", false,
+       false, ALLOW, none},
+      {G, "http://s3.us-west-2.amazonaws.com/other/x", none, E, "us-west-2", "other", false, false,
+       DENY, bucket_not_allowed},
+      {G, "http://s3.us-west-2.amazonaws.com/media%2Fx/y", none, E, "us-west-2", "", false, false,
+       DENY, bad_request},
+
+      // Empty and over-long labels and names.
+      {C, "media..s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY, bad_host},
+      {C, ".media.s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY, bad_host},
+      {C, ":443", bad_host, N, "", "", false, false, DENY, bad_host},
+      {C, label64 + ".s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY,
+       bad_host},
+      {C, name254 + ":443", none, N, "", "", false, false, DENY, bad_host},
+      {C, "-media.s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY, bad_host},
+      {C, "media-.s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY, bad_host},
+
+      // IP literals in every spelling.
+      {C, "52.218.1.7:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "127.0.0.1:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "2130706433:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "0x7f000001:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "0X7F000001:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "0177.0.0.1:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "017700000001:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "127.1:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "0x7f.1:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "169.254.169.254.:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "[::1]:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "[::ffff:169.254.169.254]:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "[::ffff:a9fe:a9fe]:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "[fd00:ec2::254]:443", none, N, "", "", false, false, DENY, ip_literal_denied},
+      {C, "[fe80::1%25eth0]:443", bad_host, N, "", "", false, false, DENY, bad_host},
+      {C, "::1:443", bad_host, N, "", "", false, false, DENY, bad_host},
+      {C, "1.2.3.256:443", none, N, "", "", false, false, DENY, bad_host},
+      {G, "http://169.254.169.254/latest/meta-data/", none, N, "", "", false, false, DENY,
+       ip_literal_denied},
+      {G, "http://0xa9fea9fe/latest/meta-data/", none, N, "", "", false, false, DENY,
+       ip_literal_denied},
+      {G, "http://[::1]/", none, N, "", "", false, false, DENY, ip_literal_denied},
+
+      // Label-exact look-alikes.
+      {C, "allowed.s3.us-west-2.amazonaws.com.evil.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "xallowed.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "xallowed", false, false,
+       DENY, bucket_not_allowed},
+      {C, "allowedx.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "allowedx", false, false,
+       DENY, bucket_not_allowed},
+      {C, "allowed.s3.us-west-2.amazonaws.com.:443", none, V, "us-west-2", "allowed", false, false,
+       ALLOW, none},
+      {C, "allowed.s3.us-west-2.amazonaws.comx:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "allowed-s3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "allowed.s3.us-west-2.amazonaws.com.cn:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "allowed.s3.us-west-2.evil.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "allowed.s3.us-west-2.amazonaws.com-evil.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "allowed.xs3.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "sts.us-west-2.amazonaws.com:443", none, N, "", "", false, false, ALLOW, none},
+      {C, "xsts.us-west-2.amazonaws.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "sts.us-west-2.amazonaws.com.evil.com:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+
+      // The S3 services that are not bucket endpoints: denied unless listed in hosts,
+      // even where the bucket in front is one a rule allows.
+      {C, "media-111122223333.s3-accesspoint.us-west-2.amazonaws.com:443", none, AP, "us-west-2",
+       "", false, false, DENY, host_not_allowed},
+      {C, "media-111122223333.s3-accesspoint.dualstack.us-west-2.amazonaws.com:443", none, AP,
+       "us-west-2", "", true, false, DENY, host_not_allowed},
+      {C, "media-111122223333.s3-accesspoint-fips.us-gov-west-1.amazonaws.com:443", none, AP,
+       "us-gov-west-1", "", false, true, DENY, host_not_allowed},
+      {C, "media-111122223333.s3-accesspoint-fips.dualstack.us-gov-west-1.amazonaws.com:443", none,
+       AP, "us-gov-west-1", "", true, true, DENY, host_not_allowed},
+      {C, "media-111122223333.s3-accesspoint.cn-north-1.amazonaws.com.cn:443", none, AP,
+       "cn-north-1", "", false, false, DENY, host_not_allowed},
+      {C, "media-111122223333.s3-accesspoint.eu-west-1.amazonaws.com:443", none, AP, "eu-west-1",
+       "", false, false, DENY, host_not_allowed},
+      {C, "Listed-111122223333.S3-AccessPoint.us-west-2.amazonaws.com.:443", none, AP, "us-west-2",
+       "", false, false, ALLOW, none},
+      {C, "listed-111122223333.s3-accesspoint.us-west-2.amazonaws.com:8443", none, AP, "us-west-2",
+       "", false, false, DENY, port_not_allowed},
+      {C, "xlisted-111122223333.s3-accesspoint.us-west-2.amazonaws.com:443", none, AP, "us-west-2",
+       "", false, false, DENY, host_not_allowed},
+      {C, "listed-111122223333.s3-accesspoint.us-west-2.amazonaws.com.evil.com:443", none, N, "",
+       "", false, false, DENY, host_not_allowed},
+      {G, "http://media-111122223333.s3-accesspoint.us-west-2.amazonaws.com/x", none, AP,
+       "us-west-2", "", false, false, DENY, host_not_allowed},
+      {C, "111122223333.s3-control.us-west-2.amazonaws.com:443", none, CTL, "us-west-2", "", false,
+       false, ALLOW, none},
+      {C, "111122223333.s3-control.us-west-2.amazonaws.com:8443", none, CTL, "us-west-2", "", false,
+       false, ALLOW, none},
+      {C, "s3-control.us-west-2.amazonaws.com:443", none, CTL, "us-west-2", "", false, false, DENY,
+       host_not_allowed},
+      {C, "s3-control-fips.us-gov-west-1.amazonaws.com:443", none, CTL, "us-gov-west-1", "", false,
+       true, DENY, host_not_allowed},
+      {C, "s3-control.dualstack.us-west-2.amazonaws.com:443", none, CTL, "us-west-2", "", true,
+       false, DENY, host_not_allowed},
+      {C, "999999999999.s3-control-fips.dualstack.us-east-1.amazonaws.com:443", none, CTL,
+       "us-east-1", "", true, true, DENY, host_not_allowed},
+      {C, "media.s3-accelerate.amazonaws.com:443", none, ACC, "", "media", false, false, DENY,
+       host_not_allowed},
+      {C, "media.s3-accelerate.dualstack.amazonaws.com:443", none, ACC, "", "media", true, false,
+       DENY, host_not_allowed},
+      {C, "s3-accelerate.amazonaws.com:443", none, ACC, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "fast.s3-accelerate.amazonaws.com:443", none, ACC, "", "fast", false, false, ALLOW, none},
+      {G, "http://media.s3-accelerate.amazonaws.com/x", none, ACC, "", "media", false, false, DENY,
+       host_not_allowed},
+      {C, "media.s3-accelerate.amazonaws.com.cn:443", none, N, "", "", false, false, DENY,
+       host_not_allowed},
+      {C, "mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com:443", none, MRAP, "", "", false,
+       false, DENY, host_not_allowed},
+      {C, "olap-111122223333.s3-object-lambda.us-west-2.amazonaws.com:443", none, OL, "us-west-2",
+       "", false, false, DENY, host_not_allowed},
+      {C, "ap-111122223333.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com:443", none, OUT,
+       "us-west-2", "", false, false, DENY, host_not_allowed},
+      {C, "media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP,
+       "us-west-2", "media--usw2-az1--x-s3", false, false, DENY, host_not_allowed},
+      {C, "s3express-control.us-west-2.amazonaws.com:443", none, EXP, "us-west-2", "", false, false,
+       DENY, host_not_allowed},
+      // ...and a bucket named like one of them is a bucket.
+      {C, "s3-accelerate.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "s3-accelerate",
+       false, false, DENY, bucket_not_allowed},
+      {C, "media.s3-accesspoint.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2",
+       "media.s3-accesspoint", false, false, DENY, bucket_not_allowed},
+  };
+}
+
+}  // namespace
+
+TEST_CASE("decide: host spellings through the target parser", "[decision][spelling]") {
+  const Config config = spellingConfig();
+  const auto rows = spellingTable();
+  CHECK(rows.size() >= 80);
+  for (const auto& row : rows) {
+    CAPTURE(row.method, row.target);
+    RequestTarget target;
+    const Reason parsed = parseRequestTarget(row.method, row.target, &target);
+    CHECK(reasonName(parsed) == reasonName(row.parse));
+    Decision d;
+    if (parsed != Reason::none) {
+      d.reason = parsed;  // as the session and `explain` do: decide() never runs
+    } else {
+      DecisionInput in;
+      in.client = ip("10.1.2.3");
+      in.kind = std::string_view(row.method) == "CONNECT" ? CONNECT : HTTP;
+      in.method = row.method;
+      in.host = target.host;
+      in.host_is_ipv6_literal = target.host_is_ipv6_literal;
+      in.port = target.port;
+      in.port_given = target.port_given;
+      in.path = target.path;
+      d = decide(config, in);
+    }
+    CAPTURE(d.host, d.detail);
+    CHECK(verdictName(d.verdict) == verdictName(row.verdict));
+    CHECK(reasonName(d.reason) == reasonName(row.reason));
+    CHECK(s3NameKindName(d.name.kind) == s3NameKindName(row.kind));
+    CHECK(d.name.region == row.region);
+    CHECK(d.name.bucket == row.bucket);
+    CHECK(d.name.dualstack == row.dualstack);
+    CHECK(d.name.fips == row.fips);
+  }
+}
+
+TEST_CASE("decide: the S3 services that are not bucket endpoints say what they are", "[decision]") {
+  struct Row {
+    const char* host;
+    const char* says;
+  };
+  const Row rows[] = {
+      {"media-111122223333.s3-accesspoint.us-west-2.amazonaws.com", "an S3 Access Point name"},
+      {"111122223333.s3-control.us-west-2.amazonaws.com", "an S3 Control name"},
+      {"media.s3-accelerate.amazonaws.com", "an S3 Transfer Acceleration name"},
+      {"mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com",
+       "an S3 Multi-Region Access Point name"},
+      {"olap-111122223333.s3-object-lambda.us-west-2.amazonaws.com", "an S3 Object Lambda name"},
+      {"s3-outposts.us-west-2.amazonaws.com", "an S3 on Outposts name"},
+      {"media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com",
+       "an S3 Express One Zone (directory bucket) name"},
+  };
+  Config config = makeConfig(Cfg::base);
+  config.buckets.push_back(bucket("*", Access::read_write));  // no bucket rule helps
+  config.s3.regions = {"*"};
+  for (const auto& row : rows) {
+    CAPTURE(row.host);
+    DecisionInput in;
+    in.client = ip("10.1.2.3");
+    in.host = row.host;
+    in.port = 443;
+    in.port_given = true;
+    Decision d = decide(config, in);
+    CAPTURE(d.detail);
+    CHECK(d.verdict == DENY);
+    CHECK(d.reason == Reason::host_not_allowed);
+    CHECK(d.rule == "-");
+    CHECK(d.detail.rfind(std::string(row.host) + " is " + row.says, 0) == 0);
+    CHECK(d.detail.find("list it under hosts to allow it") != std::string::npos);
+    CHECK(d.detail.find('\n') == std::string::npos);
+
+    // Report mode lets it through with the same reason and detail.
+    Config report = config;
+    report.mode = PolicyMode::report;
+    const Decision r = decide(report, in);
+    CHECK(r.verdict == REPORT);
+    CHECK(r.reason == Reason::host_not_allowed);
+    CHECK(r.detail == d.detail);
+
+    // Listed in hosts: its ports, no region or bucket step.
+    config.hosts.push_back(hostRule(row.host, {443}));
+    d = decide(config, in);
+    CHECK(d.verdict == ALLOW);
+    CHECK(d.reason == Reason::none);
+    CHECK(d.rule == "-");
+    in.port = 8443;
+    CHECK(decide(config, in).reason == Reason::port_not_allowed);
+    config.hosts.pop_back();
+  }
+  // A plain unknown name keeps the plain wording.
+  DecisionInput in;
+  in.client = ip("10.1.2.3");
+  in.host = "example.com";
+  in.port = 443;
+  in.port_given = true;
+  CHECK(decide(config, in).detail == "example.com is not an S3 endpoint or an allowed host");
+}
+
+TEST_CASE("decide: a listed service name is not held to s3.regions or ports", "[decision]") {
+  Config config = spellingConfig();
+  config.s3.regions = {"eu-west-1"};
+  config.ports = {9999};
+  DecisionInput in;
+  in.client = ip("10.1.2.3");
+  in.host = "111122223333.s3-control.us-west-2.amazonaws.com";
+  in.port = 8443;
+  in.port_given = true;
+  const Decision d = decide(config, in);
+  CHECK(d.verdict == ALLOW);
+  CHECK(d.name.kind == S3NameKind::s3_control);
+  CHECK(d.name.region == "us-west-2");
 }

@@ -159,7 +159,7 @@ TEST_CASE("parseS3Name: the global names and other single cases", "[s3name]") {
       {"s3.dualstack.s3.amazonaws.com", V, "us-east-1", "s3.dualstack"},
       {"us-west-2.amazonaws.com", N, "", ""},
       {"sts.us-west-2.amazonaws.com", N, "", ""},
-      {"s3-accesspoint.us-west-2.amazonaws.com", N, "", ""},
+      {"s3-accesspoint.us-west-2.amazonaws.com", S3NameKind::access_point, "us-west-2", ""},
       {"s3-website-us-west-2.amazonaws.com", N, "", ""},
       {"s3-website.us-west-2.amazonaws.com", N, "", ""},
       {"amazonaws.com", N, "", ""},
@@ -178,8 +178,192 @@ TEST_CASE("parseS3Name: the global names and other single cases", "[s3name]") {
   }
 }
 
+TEST_CASE("every service form in every partition", "[s3name]") {
+  // The regional S3 services that are not bucket endpoints: SERVICE[-fips][.dualstack].R,
+  // bare and behind the labels that name the resource.
+  struct Service {
+    const char* label;
+    S3NameKind kind;
+    const char* prefix;  // a typical resource in front ("" for none)
+  };
+  const Service services[] = {
+      {"s3-accesspoint", S3NameKind::access_point, "media-111122223333"},
+      {"s3-control", S3NameKind::s3_control, "111122223333"},
+      {"s3-object-lambda", S3NameKind::object_lambda, "olap-111122223333"},
+      {"s3-outposts", S3NameKind::outposts, "ap-111122223333.op-01ac5d28a6a232904"},
+      {"s3express-control", S3NameKind::express, ""},
+      {"s3express-usw2-az1", S3NameKind::express, ""},
+  };
+  const std::vector<std::string> regions = {"us-west-2", "us-gov-west-1", "cn-north-1",
+                                            "eu-central-1", "zz-test-9"};
+  for (const auto& service : services) {
+    for (const auto& region : regions) {
+      for (bool fips : {false, true}) {
+        for (bool dualstack : {false, true}) {
+          std::string label = service.label;
+          if (fips) {
+            label = label.rfind("s3express-", 0) == 0 && label != "s3express-control"
+                        ? "s3express-fips-" + label.substr(10)
+                        : label + "-fips";
+          }
+          const std::string endpoint =
+              label + (dualstack ? ".dualstack." : ".") + region + "." + partition(region);
+          for (const std::string& host :
+               {endpoint, std::string(service.prefix).empty()
+                              ? endpoint
+                              : std::string(service.prefix) + "." + endpoint}) {
+            CAPTURE(host);
+            const S3Name name = parseS3Name(host);
+            CHECK(s3NameKindName(name.kind) == s3NameKindName(service.kind));
+            CHECK(name.region == region);
+            CHECK(name.bucket.empty());
+            CHECK(name.dualstack == dualstack);
+            CHECK(name.fips == fips);
+            CHECK_FALSE(isBucketEndpoint(name.kind));
+          }
+          // The other partition's suffix: not an S3 name at all.
+          const std::string wrong =
+              label + "." + region + "." +
+              (partition(region) == "amazonaws.com" ? "amazonaws.com.cn" : "amazonaws.com");
+          CAPTURE(wrong);
+          CHECK(parseS3Name(wrong).kind == S3NameKind::not_s3);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("parseS3Name: the S3 services that are not bucket endpoints", "[s3name]") {
+  struct Row {
+    const char* host;
+    S3NameKind kind;
+    const char* region;
+    const char* bucket;
+    bool dualstack;
+    bool fips;
+  };
+  const auto AP = S3NameKind::access_point;
+  const auto CTL = S3NameKind::s3_control;
+  const auto ACC = S3NameKind::accelerate;
+  const auto MRAP = S3NameKind::multi_region_access_point;
+  const auto OL = S3NameKind::object_lambda;
+  const auto OUT = S3NameKind::outposts;
+  const auto EXP = S3NameKind::express;
+  const auto V = S3NameKind::virtual_hosted;
+  const auto N = S3NameKind::not_s3;
+  const Row rows[] = {
+      // Access points.
+      {"media-111122223333.s3-accesspoint.us-west-2.amazonaws.com", AP, "us-west-2", "", false,
+       false},
+      {"media-111122223333.s3-accesspoint.dualstack.us-west-2.amazonaws.com", AP, "us-west-2", "",
+       true, false},
+      {"media-111122223333.s3-accesspoint-fips.us-gov-west-1.amazonaws.com", AP, "us-gov-west-1",
+       "", false, true},
+      {"media-111122223333.s3-accesspoint-fips.dualstack.us-gov-west-1.amazonaws.com", AP,
+       "us-gov-west-1", "", true, true},
+      {"media-111122223333.s3-accesspoint.cn-north-1.amazonaws.com.cn", AP, "cn-north-1", "", false,
+       false},
+      {"my.ap-111122223333.s3-accesspoint.us-west-2.amazonaws.com", AP, "us-west-2", "", false,
+       false},
+      {"media-111122223333.s3-accesspoint.us-west-2.amazonaws.com.evil.com", N, "", "", false,
+       false},
+      {"media-111122223333.s3-accesspoint.cn-north-1.amazonaws.com", N, "", "", false, false},
+      {"media-111122223333.s3-accesspoint.us-west.amazonaws.com", N, "", "", false, false},
+      {"media-111122223333.s3-accesspointx.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media-111122223333.s3-accesspoint-fipsx.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media-111122223333.xs3-accesspoint.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media.s3-accesspoint.dualstack.dualstack.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media.s3-accesspoint.fips.us-west-2.amazonaws.com", N, "", "", false, false},
+      // An access point alias is used as a bucket name on a bucket endpoint.
+      {"media-ab12cd34ef56gh78ij90kl12mn34op56-s3alias.s3.us-west-2.amazonaws.com", V, "us-west-2",
+       "media-ab12cd34ef56gh78ij90kl12mn34op56-s3alias", false, false},
+      // A bucket named like a service, on a bucket endpoint: a bucket.
+      {"s3-accesspoint.s3.us-west-2.amazonaws.com", V, "us-west-2", "s3-accesspoint", false, false},
+      {"media.s3-accelerate.s3.us-west-2.amazonaws.com", V, "us-west-2", "media.s3-accelerate",
+       false, false},
+      {"s3-control.s3.amazonaws.com", V, "us-east-1", "s3-control", false, false},
+      // S3 Control.
+      {"111122223333.s3-control.us-west-2.amazonaws.com", CTL, "us-west-2", "", false, false},
+      {"s3-control.us-west-2.amazonaws.com", CTL, "us-west-2", "", false, false},
+      {"s3-control-fips.us-east-1.amazonaws.com", CTL, "us-east-1", "", false, true},
+      {"s3-control.dualstack.eu-west-1.amazonaws.com", CTL, "eu-west-1", "", true, false},
+      {"111122223333.s3-control-fips.dualstack.us-gov-west-1.amazonaws.com", CTL, "us-gov-west-1",
+       "", true, true},
+      {"s3-control.amazonaws.com", N, "", "", false, false},
+      {"s3-control-us-west-2.amazonaws.com", N, "", "", false, false},
+      // Transfer Acceleration (global, commercial partition only).
+      {"media.s3-accelerate.amazonaws.com", ACC, "", "media", false, false},
+      {"media.s3-accelerate.dualstack.amazonaws.com", ACC, "", "media", true, false},
+      {"s3-accelerate.amazonaws.com", ACC, "", "", false, false},
+      {"s3-accelerate.dualstack.amazonaws.com", ACC, "", "", true, false},
+      {"my_bucket.s3-accelerate.amazonaws.com", ACC, "", "", false, false},  // not a bucket name
+      {"media.s3-accelerate.amazonaws.com.cn", N, "", "", false, false},
+      {"media.s3-accelerate.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media.s3-accelerate.dualstack.us-west-2.amazonaws.com", N, "", "", false, false},
+      // A bucket "media.dualstack" (the dualstack label goes after s3-accelerate).
+      {"media.dualstack.s3-accelerate.amazonaws.com", ACC, "", "media.dualstack", false, false},
+      {"media.s3-accelerate.amazonaws.com.evil.com", N, "", "", false, false},
+      // Multi-Region Access Points.
+      {"mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com", MRAP, "", "", false, false},
+      {"accesspoint.s3-global.amazonaws.com", MRAP, "", "", false, false},
+      {"s3-global.amazonaws.com", N, "", "", false, false},
+      {"mfzwi23gnjvgw.mrap.s3-global.amazonaws.com", N, "", "", false, false},
+      {"mfzwi23gnjvgw.mrap.accesspoint.s3-global.amazonaws.com.cn", N, "", "", false, false},
+      // S3 Object Lambda.
+      {"olap-111122223333.s3-object-lambda.us-west-2.amazonaws.com", OL, "us-west-2", "", false,
+       false},
+      {"olap-111122223333.s3-object-lambda-fips.us-east-1.amazonaws.com", OL, "us-east-1", "",
+       false, true},
+      // S3 on Outposts.
+      {"ap-111122223333.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com", OUT, "us-west-2",
+       "", false, false},
+      {"s3-outposts.us-west-2.amazonaws.com", OUT, "us-west-2", "", false, false},
+      {"s3-outposts-fips.us-gov-west-1.amazonaws.com", OUT, "us-gov-west-1", "", false, true},
+      // S3 Express One Zone: zonal names carry the directory bucket.
+      {"media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2",
+       "media--usw2-az1--x-s3", false, false},
+      {"s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2", "", false, false},
+      {"s3express-control.us-west-2.amazonaws.com", EXP, "us-west-2", "", false, false},
+      {"s3express-control-fips.us-east-1.amazonaws.com", EXP, "us-east-1", "", false, true},
+      {"media--use1-az4--x-s3.s3express-fips-use1-az4.us-east-1.amazonaws.com", EXP, "us-east-1",
+       "media--use1-az4--x-s3", false, true},
+      {"s3express.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"s3express-.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"s3express-1az.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media.s3express-usw2-az1.us-west-2.amazonaws.com.evil.com", N, "", "", false, false},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.host);
+    const S3Name name = parseS3Name(row.host);
+    CHECK(s3NameKindName(name.kind) == s3NameKindName(row.kind));
+    CHECK(name.region == row.region);
+    CHECK(name.bucket == row.bucket);
+    CHECK(name.dualstack == row.dualstack);
+    CHECK(name.fips == row.fips);
+    CHECK(isBucketEndpoint(name.kind) == (row.kind == V));
+  }
+}
+
 TEST_CASE("s3NameKindName", "[s3name]") {
   CHECK(s3NameKindName(S3NameKind::not_s3) == "not_s3");
   CHECK(s3NameKindName(S3NameKind::endpoint) == "endpoint");
   CHECK(s3NameKindName(S3NameKind::virtual_hosted) == "virtual_hosted");
+  CHECK(s3NameKindName(S3NameKind::access_point) == "access_point");
+  CHECK(s3NameKindName(S3NameKind::s3_control) == "s3_control");
+  CHECK(s3NameKindName(S3NameKind::accelerate) == "accelerate");
+  CHECK(s3NameKindName(S3NameKind::multi_region_access_point) == "multi_region_access_point");
+  CHECK(s3NameKindName(S3NameKind::object_lambda) == "object_lambda");
+  CHECK(s3NameKindName(S3NameKind::outposts) == "outposts");
+  CHECK(s3NameKindName(S3NameKind::express) == "express");
+}
+
+TEST_CASE("isBucketEndpoint", "[s3name]") {
+  CHECK(isBucketEndpoint(S3NameKind::endpoint));
+  CHECK(isBucketEndpoint(S3NameKind::virtual_hosted));
+  for (S3NameKind kind : {S3NameKind::not_s3, S3NameKind::access_point, S3NameKind::s3_control,
+                          S3NameKind::accelerate, S3NameKind::multi_region_access_point,
+                          S3NameKind::object_lambda, S3NameKind::outposts, S3NameKind::express}) {
+    CAPTURE(s3NameKindName(kind));
+    CHECK_FALSE(isBucketEndpoint(kind));
+  }
 }

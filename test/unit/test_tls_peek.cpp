@@ -1,10 +1,13 @@
-// ClientHello parsing against real ClientHellos made by OpenSSL.
+// ClientHello parsing against real ClientHellos: made by OpenSSL here, and captured
+// from curl and openssl s_client (test/data/clienthello/).
 
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 #include "proxy/tls_peek.h"
@@ -99,9 +102,113 @@ TEST_CASE("peekClientHello reads a hello split over two records") {
     r += part;
     return r;
   };
-  std::string two = record(std::string_view(body).substr(0, half)) +
-                    record(std::string_view(body).substr(half));
+  std::string two =
+      record(std::string_view(body).substr(0, half)) + record(std::string_view(body).substr(half));
   ClientHelloInfo info = peekClientHello(two);
   CHECK(info.status == ClientHelloStatus::ok);
   CHECK(info.server_name == "split.example");
+}
+
+// Real ClientHellos captured from curl and openssl s_client by
+// test/data/clienthello/capture.py (see there for the command lines).
+namespace {
+
+std::string readCapture(const std::string& name) {
+  const std::string path = std::string(S3GATE_TEST_DATA) + "/clienthello/" + name;
+  std::ifstream in(path, std::ios::binary);
+  INFO("test data file " << path);
+  REQUIRE(in.good());
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  std::string data = bytes.str();
+  REQUIRE(data.size() > 5);
+  REQUIRE(data[0] == '\x16');  // a handshake record
+  return data;
+}
+
+// The handshake bytes of `hello` (one or more records) framed again as two records,
+// the first holding `first` bytes of it.
+std::string reframe(const std::string& hello, size_t first) {
+  std::string body;
+  size_t at = 0;
+  while (at + 5 <= hello.size()) {  // bounded: every pass consumes a record header
+    const size_t len = (static_cast<unsigned char>(hello[at + 3]) << 8) |
+                       static_cast<unsigned char>(hello[at + 4]);
+    body += hello.substr(at + 5, len);
+    at += 5 + len;
+  }
+  auto record = [&hello](std::string_view part) {
+    std::string r = hello.substr(0, 3);  // content type and the client's record version
+    r += static_cast<char>(part.size() >> 8);
+    r += static_cast<char>(part.size() & 0xff);
+    r += part;
+    return r;
+  };
+  return record(std::string_view(body).substr(0, first)) +
+         record(std::string_view(body).substr(first));
+}
+
+struct Capture {
+  const char* file;
+  ClientHelloStatus status;
+  const char* server_name;
+};
+
+const Capture kCaptures[] = {
+    {"curl.bin", ClientHelloStatus::ok, "media.s3.us-west-2.amazonaws.com"},
+    {"openssl-s_client.bin", ClientHelloStatus::ok, "media.s3.us-west-2.amazonaws.com"},
+    {"openssl-s_client-nosni.bin", ClientHelloStatus::no_sni, ""},
+};
+
+}  // namespace
+
+TEST_CASE("peekClientHello reads the captured curl and openssl ClientHellos", "[tls_peek]") {
+  for (const auto& capture : kCaptures) {
+    CAPTURE(capture.file);
+    const std::string hello = readCapture(capture.file);
+    const ClientHelloInfo info = peekClientHello(hello);
+    CHECK(info.status == capture.status);
+    CHECK(info.server_name == capture.server_name);
+    // Bytes the client sends after its hello do not change the answer.
+    const ClientHelloInfo more = peekClientHello(hello + std::string(64, '\x17'));
+    CHECK(more.status == capture.status);
+    CHECK(more.server_name == capture.server_name);
+  }
+}
+
+TEST_CASE("captured ClientHellos: every prefix is incomplete", "[tls_peek]") {
+  for (const auto& capture : kCaptures) {
+    CAPTURE(capture.file);
+    const std::string hello = readCapture(capture.file);
+    // As a relay sees them: the bytes so far, one more each time.
+    for (size_t n = 0; n < hello.size(); ++n) {
+      INFO("first " << n << " of " << hello.size() << " bytes");
+      REQUIRE(peekClientHello(std::string_view(hello).substr(0, n)).status ==
+              ClientHelloStatus::incomplete);
+    }
+    CHECK(peekClientHello(hello).status == capture.status);
+  }
+}
+
+TEST_CASE("captured ClientHellos: split over two records at every byte", "[tls_peek]") {
+  for (const auto& capture : kCaptures) {
+    CAPTURE(capture.file);
+    const std::string hello = readCapture(capture.file);
+    const size_t body = hello.size() - 5;  // the captures are one record each
+    REQUIRE(static_cast<size_t>((static_cast<unsigned char>(hello[3]) << 8) |
+                                static_cast<unsigned char>(hello[4])) == body);
+    for (size_t first = 1; first < body; ++first) {
+      INFO("first record holds " << first << " of " << body << " bytes");
+      const std::string two = reframe(hello, first);
+      REQUIRE(two.size() == hello.size() + 5);
+      const ClientHelloInfo info = peekClientHello(two);
+      REQUIRE(info.status == capture.status);
+      REQUIRE(info.server_name == capture.server_name);
+      // ...and each prefix of the two records is still incomplete.
+      for (size_t n : {first + 4, first + 5, first + 9, two.size() - 1}) {
+        REQUIRE(peekClientHello(std::string_view(two).substr(0, n)).status ==
+                ClientHelloStatus::incomplete);
+      }
+    }
+  }
 }
