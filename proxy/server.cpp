@@ -278,6 +278,12 @@ int Server::run() {
     logLine("error", "event_base_new failed");
     return 1;
   }
+  if (config->tunnel.inspect) {
+    // Refused rather than ignored: an operator who asked for inspection must
+    // not believe requests inside tunnels are being checked.
+    logLine("error", "tunnel.inspect: TLS inspection is not available in this build");
+    return 1;
+  }
   std::string tls_error;
   tls_client_ = TlsClientContext::create(config->http.ca_file, &tls_error);
   if (!tls_client_) {
