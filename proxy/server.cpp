@@ -424,6 +424,13 @@ void Server::reload() {
     notifySystemd("READY=1");
     return;
   }
+  if (loaded.config->tunnel.inspect) {
+    logLine("error", "reload rejected: tunnel.inspect: TLS inspection is not available in this "
+                     "build");
+    metrics_.configReloaded(false);
+    notifySystemd("READY=1");
+    return;
+  }
   ConfigPtr old = config();
   auto fresh = std::make_shared<Config>(*loaded.config);
   // Keys bound at start keep their running values; say so instead of ignoring them.
