@@ -1,5 +1,8 @@
 #include "acl/config.h"
 
+#include "acl/s3name.h"
+#include "acl/text.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -75,16 +78,6 @@ std::string describe(const YAML::Node& node) {
   }
 }
 
-std::string toLower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
-}
-
 bool isDigits(std::string_view text) {
   return !text.empty() &&
          std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -124,30 +117,6 @@ std::string alternatives(const std::vector<std::string>& words, std::string_view
   return out;
 }
 
-// The rule of SPEC section 3: lower-case groups of letters and digits joined by
-// '-', at least three of them, the last a number (us-west-2, us-gov-west-1).
-bool isRegionName(std::string_view text) {
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (true) {
-    size_t dash = text.find('-', start);
-    parts.push_back(text.substr(start, dash == std::string_view::npos ? dash : dash - start));
-    if (dash == std::string_view::npos) {
-      break;
-    }
-    start = dash + 1;
-  }
-  if (parts.size() < 3) {
-    return false;
-  }
-  for (std::string_view part : parts) {
-    if (part.empty() || !std::all_of(part.begin(), part.end(), isLowerAlnum)) {
-      return false;
-    }
-  }
-  return isDigits(parts.back());
-}
-
 bool isHostName(std::string_view name) {
   if (name.empty() || name.size() > 253) {
     return false;
@@ -175,7 +144,7 @@ bool isHostName(std::string_view name) {
 
 // Lower case, one trailing dot removed: the form section 3 compares names in.
 std::string normalizeName(std::string_view raw) {
-  std::string name = toLower(raw);
+  std::string name = toLowerAscii(raw);
   if (name.size() > 1 && name.back() == '.') {
     name.pop_back();
   }
@@ -612,7 +581,7 @@ class MapView {
                                        std::initializer_list<std::string_view> known) {
     std::string best;
     size_t best_distance = std::numeric_limits<size_t>::max();
-    std::string lower = toLower(name);
+    std::string lower = toLowerAscii(name);
     for (std::string_view candidate : known) {
       size_t distance = editDistance(lower, candidate);
       if (distance < best_distance) {
@@ -924,7 +893,7 @@ class ConfigReader {
       BucketRule rule;
       if (auto name = map.get("name")) {
         if (auto text = l_.string(*name)) {
-          rule.name = toLower(*text);
+          rule.name = toLowerAscii(*text);
           if (!isBucketPattern(rule.name)) {
             l_.fail(*name,
                     "expected a bucket name or a glob with * and ?, got " + quoteText(*text));

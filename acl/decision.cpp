@@ -1,14 +1,11 @@
 #include "acl/decision.h"
+#include "acl/text.h"
 
 #include <algorithm>
 
 namespace s3gate {
 
 namespace {
-
-char lowerAscii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
 
 bool isDigit(char c) {
   return c >= '0' && c <= '9';

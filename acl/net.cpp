@@ -1,4 +1,5 @@
 #include "acl/net.h"
+#include "acl/text.h"
 
 #include <arpa/inet.h>
 
@@ -60,22 +61,6 @@ std::optional<uint16_t> parsePort(std::string_view text) {
     return std::nullopt;
   }
   return static_cast<uint16_t>(value);
-}
-
-char lowerAscii(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lowerAscii(a[i]) != lowerAscii(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 }  // namespace

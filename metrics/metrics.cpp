@@ -14,7 +14,8 @@ constexpr std::array<RequestKind, 4> kKinds = {RequestKind::connect, RequestKind
 constexpr std::array<Verdict, 3> kVerdicts = {Verdict::allow, Verdict::deny, Verdict::report};
 constexpr std::array<Direction, 2> kDirections = {Direction::up, Direction::down};
 constexpr std::array<UpstreamFailure, 4> kUpstreamErrors = {
-    UpstreamFailure::refused, UpstreamFailure::timeout, UpstreamFailure::reset, UpstreamFailure::tls};
+    UpstreamFailure::refused, UpstreamFailure::timeout, UpstreamFailure::reset,
+    UpstreamFailure::tls};
 constexpr std::array<DnsResult, 4> kDnsResults = {DnsResult::cache_hit, DnsResult::resolved,
                                                   DnsResult::pinned, DnsResult::failed};
 
@@ -32,17 +33,9 @@ const char* kindLabel(RequestKind kind) {
   return "unknown";
 }
 
-// Our own mapping: the metrics library does not depend on decision.cpp.
+// verdictName() returns string literals, so the label is NUL-terminated.
 const char* verdictLabel(Verdict verdict) {
-  switch (verdict) {
-    case Verdict::allow:
-      return "allow";
-    case Verdict::deny:
-      return "deny";
-    case Verdict::report:
-      return "report";
-  }
-  return "unknown";
+  return verdictName(verdict).data();
 }
 
 const char* directionLabel(Direction direction) {

@@ -1,3 +1,4 @@
+#include "acl/text.h"
 #include "proxy/http_parser.h"
 
 #include <algorithm>
@@ -85,21 +86,7 @@ bool allOf(std::string_view text, uint8_t cls) {
   return std::all_of(text.begin(), text.end(), [cls](char c) { return is(c, cls); });
 }
 
-char lowerAscii(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lowerAscii(a[i]) != lowerAscii(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
 
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
   return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);

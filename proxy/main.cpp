@@ -37,7 +37,8 @@ const char* kUsage =
     "media.s3.us-west-2.amazonaws.com:443\n"
     "  s3gate explain 10.1.2.3 PUT http://media.s3.us-west-2.amazonaws.com/shot/010.exr\n"
     "\n"
-    "signals: HUP reloads the configuration, TERM/INT drain and exit (a second one exits at once),\n"
+    "signals: HUP reloads the configuration, TERM/INT drain and exit (a second one exits at "
+    "once),\n"
     "USR1 reopens the access log file.\n";
 
 int usageError(const std::string& message) {
@@ -68,7 +69,8 @@ int explain(const Config& config, const std::vector<std::string>& args) {
   Reason parse = parseRequestTarget(args[1], args[2], &target);
   DecisionInput input;
   input.client = *client;
-  input.kind = args[1] == "CONNECT" ? RequestKindForDecision::connect : RequestKindForDecision::http;
+  input.kind =
+      args[1] == "CONNECT" ? RequestKindForDecision::connect : RequestKindForDecision::http;
   input.method = args[1];
   input.host = target.host;
   input.host_is_ipv6_literal = target.host_is_ipv6_literal;
@@ -82,7 +84,8 @@ int explain(const Config& config, const std::vector<std::string>& args) {
     d = decide(config, input);
   }
   printf("verdict: %s\n", std::string(verdictName(d.verdict)).c_str());
-  printf("reason:  %s\n", d.reason == Reason::none ? "-" : std::string(reasonName(d.reason)).c_str());
+  printf("reason:  %s\n",
+         d.reason == Reason::none ? "-" : std::string(reasonName(d.reason)).c_str());
   if (d.reason != Reason::none && d.verdict == Verdict::deny) {
     printf("status:  %d %s (Proxy-Status error=%s)\n", reasonStatus(d.reason),
            std::string(reasonStatusText(d.reason)).c_str(),

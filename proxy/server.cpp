@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "proxy/admin.h"
@@ -50,8 +50,12 @@ Worker::~Worker() {
   posted_event_.reset();
 }
 
-Metrics& Worker::metrics() { return server_.metrics(); }
-AccessLog& Worker::accessLog() { return server_.accessLog(); }
+Metrics& Worker::metrics() {
+  return server_.metrics();
+}
+AccessLog& Worker::accessLog() {
+  return server_.accessLog();
+}
 
 bool Worker::init(const Config& config, std::string* error) {
   base_.reset(event_base_new());
@@ -217,8 +221,7 @@ void Worker::abortAll() {
 
 // ---- Server ----
 
-Server::Server(ConfigPtr config, std::string config_path, Metrics& metrics,
-               AccessLog& access_log)
+Server::Server(ConfigPtr config, std::string config_path, Metrics& metrics, AccessLog& access_log)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
       metrics_(metrics),
@@ -267,7 +270,9 @@ bool Server::tryAddConnection(uint64_t limit) {
   return now <= limit;
 }
 
-void Server::removeConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+void Server::removeConnection() {
+  connections_.fetch_sub(1, std::memory_order_relaxed);
+}
 
 void Server::workerIdle() {}
 
@@ -294,8 +299,8 @@ int Server::run() {
     logLine("error", tls_error);
     return 1;
   }
-  int count = config->workers > 0 ? config->workers
-                                   : static_cast<int>(std::thread::hardware_concurrency());
+  int count =
+      config->workers > 0 ? config->workers : static_cast<int>(std::thread::hardware_concurrency());
   if (count <= 0) {
     count = 1;
   }
@@ -372,8 +377,9 @@ void Server::onWatchdog(evutil_socket_t, short, void* arg) {
   if (all_turning) {
     notifySystemd("WATCHDOG=1");
   } else {
-    logLine("warning", "a worker loop has not turned for half the watchdog interval; "
-                       "not pinging systemd");
+    logLine("warning",
+            "a worker loop has not turned for half the watchdog interval; "
+            "not pinging systemd");
   }
 }
 
@@ -425,8 +431,9 @@ void Server::reload() {
     return;
   }
   if (loaded.config->tunnel.inspect) {
-    logLine("error", "reload rejected: tunnel.inspect: TLS inspection is not available in this "
-                     "build");
+    logLine("error",
+            "reload rejected: tunnel.inspect: TLS inspection is not available in this "
+            "build");
     metrics_.configReloaded(false);
     notifySystemd("READY=1");
     return;
@@ -500,7 +507,8 @@ void Server::onDrainStep(evutil_socket_t, short, void* arg) {
       self->stopListening();
       break;
     case DrainPhase::draining:
-      if (self->connections_.load() == 0 || std::chrono::steady_clock::now() >= self->drain_deadline_) {
+      if (self->connections_.load() == 0 ||
+          std::chrono::steady_clock::now() >= self->drain_deadline_) {
         self->finishDrain();
         return;
       }

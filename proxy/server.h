@@ -136,7 +136,7 @@ class Server {
 
   mutable std::mutex config_mu_;
   ConfigPtr config_;
-  std::shared_ptr<TlsClientContext> tls_client_;  // guarded by config_mu_
+  std::shared_ptr<TlsClientContext> tls_client_;                 // guarded by config_mu_
   std::vector<std::shared_ptr<TlsServerContext>> listener_tls_;  // guarded by config_mu_
   std::string config_path_;
   Metrics& metrics_;

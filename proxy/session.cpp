@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "metrics/metrics.h"
-#include "proxy/server.h"
 #include "proxy/proxy_protocol.h"
+#include "proxy/server.h"
 #include "proxy/tls_peek.h"
 #include "proxy/upstream_pool.h"
 
@@ -129,18 +129,17 @@ void Session::transitionTo(State next) {
       case State::handshaking:
         return next == State::reading_head || next == State::responding || next == State::closed;
       case State::reading_head:
-        return next == State::resolving || next == State::forwarding ||
-               next == State::responding || next == State::closed;
+        return next == State::resolving || next == State::forwarding || next == State::responding ||
+               next == State::closed;
       case State::resolving:
         return next == State::connecting || next == State::responding || next == State::closed;
       case State::connecting:
-        return next == State::relaying || next == State::forwarding ||
-               next == State::responding || next == State::closed;
+        return next == State::relaying || next == State::forwarding || next == State::responding ||
+               next == State::closed;
       case State::relaying:
         return next == State::closed;
       case State::forwarding:
-        return next == State::reading_head || next == State::responding ||
-               next == State::closed;
+        return next == State::reading_head || next == State::responding || next == State::closed;
       case State::responding:
         return next == State::lingering || next == State::closed;
       case State::lingering:
@@ -262,14 +261,13 @@ void Session::continueHandshake() {
   if (r.status == Stream::Io::would_block) {
     short wants = client_->wantEvents();
     (wants & EV_READ) ? event_add(client_read_.get(), nullptr) : event_del(client_read_.get());
-    (wants & EV_WRITE) ? event_add(client_write_.get(), nullptr)
-                       : event_del(client_write_.get());
+    (wants & EV_WRITE) ? event_add(client_write_.get(), nullptr) : event_del(client_write_.get());
     return;
   }
   event_del(client_write_.get());
   if (r.status != Stream::Io::ok) {
-    bool bad_certificate = tls_->requiresClientCertificate() &&
-                           SSL_get_verify_result(client_->ssl()) != X509_V_OK;
+    bool bad_certificate =
+        tls_->requiresClientCertificate() && SSL_get_verify_result(client_->ssl()) != X509_V_OK;
     badPreamble(bad_certificate ? Reason::client_certificate_required : Reason::bad_request,
                 "tls_handshake_failed");
     return;
@@ -331,9 +329,13 @@ void Session::onClientEvent(evutil_socket_t, short what, void* arg) {
   }
 }
 
-void Session::onTimer(evutil_socket_t, short, void* arg) { static_cast<Session*>(arg)->onTimeout(); }
+void Session::onTimer(evutil_socket_t, short, void* arg) {
+  static_cast<Session*>(arg)->onTimeout();
+}
 
-void Session::onKick(evutil_socket_t, short, void* arg) { static_cast<Session*>(arg)->nextRequest(); }
+void Session::onKick(evutil_socket_t, short, void* arg) {
+  static_cast<Session*>(arg)->nextRequest();
+}
 
 void Session::onUpstreamEvent(evutil_socket_t, short what, void* arg) {
   auto* self = static_cast<Session*>(arg);
@@ -505,8 +507,7 @@ void Session::onLocal(const RequestHead& head) {
     bool draining = worker_.server().draining();
     std::string_view body = draining ? "draining\n" : "OK";
     respond(draining ? 503 : 200, draining ? "Service Unavailable" : "OK",
-            "Content-Type: text/plain\r\n", head.method == "HEAD" ? "" : body, false,
-            Reason::none);
+            "Content-Type: text/plain\r\n", head.method == "HEAD" ? "" : body, false, Reason::none);
     return;
   }
   record_.kind = "http";
@@ -528,9 +529,9 @@ Decision Session::decideFor(const RequestHead& head, RequestKindForDecision kind
   if (d.host.empty()) {
     record_.host = std::string(head.target.host);
   }
-  recordDecision(
-      d, kind == RequestKindForDecision::connect ? RequestKind::connect : RequestKind::http,
-      head.target.port);
+  recordDecision(d,
+                 kind == RequestKindForDecision::connect ? RequestKind::connect : RequestKind::http,
+                 head.target.port);
   return d;
 }
 
@@ -618,9 +619,8 @@ void Session::onResolved(const DnsAnswer& answer) {
     fail(answer.error, "no usable answer for " + decision_.host);
     return;
   }
-  worker_.metrics().countDnsLookup(answer.source == DnsAnswer::Source::cache_hit
-                                       ? DnsResult::cache_hit
-                                       : DnsResult::resolved);
+  worker_.metrics().countDnsLookup(
+      answer.source == DnsAnswer::Source::cache_hit ? DnsResult::cache_hit : DnsResult::resolved);
   useAddresses(filterResolvedAddresses(*config_, answer.addresses));
 }
 
@@ -743,11 +743,10 @@ void Session::startTunnel() {
   in_.clear();
   in_.shrink_to_fit();
   head_ = RequestHead{};
-  relay_ = Relay::start(worker_.base(), std::move(client_), Stream::plain(std::move(upstream_)),
-                        std::move(prefix_up), sni ? std::string() : std::string(kConnectEstablished),
-                        options,
-                        std::move(inspector),
-                        [this](const RelayResult& result) { onRelayDone(result); });
+  relay_ = Relay::start(
+      worker_.base(), std::move(client_), Stream::plain(std::move(upstream_)), std::move(prefix_up),
+      sni ? std::string() : std::string(kConnectEstablished), options, std::move(inspector),
+      [this](const RelayResult& result) { onRelayDone(result); });
   if (!relay_) {
     finish("error");
   }
@@ -783,9 +782,9 @@ void Session::startForward(std::unique_ptr<Stream> upstream) {
   options.max_headers = config_->limits.max_headers;
   options.allow_client_keep_alive = !worker_.server().draining();
   std::string_view after_head = std::string_view(in_).substr(std::min(in_.size(), head_length_));
-  forwarder_ = Forwarder::start(worker_.base(), *client_, std::move(upstream), head_, framing_,
-                                after_head, options,
-                                [this](ForwardResult result) { onForwardDone(std::move(result)); });
+  forwarder_ =
+      Forwarder::start(worker_.base(), *client_, std::move(upstream), head_, framing_, after_head,
+                       options, [this](ForwardResult result) { onForwardDone(std::move(result)); });
   if (!forwarder_) {
     finish("error");
   }

@@ -135,10 +135,10 @@ class Session {
   std::unique_ptr<Stream> client_;
   ListenerConfig listener_;
   std::shared_ptr<TlsServerContext> tls_;  // HTTPS listeners only
-  SocketAddress peer_;    // the TCP peer (the load balancer behind PROXY headers)
-  IpAddress client_ip_;   // the client for decisions: the PROXY source, else the peer
+  SocketAddress peer_;                     // the TCP peer (the load balancer behind PROXY headers)
+  IpAddress client_ip_;      // the client for decisions: the PROXY source, else the peer
   std::string client_text_;  // the same with its port, for the log
-  std::string identity_;  // the client certificate's CN, when there is one
+  std::string identity_;     // the client certificate's CN, when there is one
   std::optional<std::string> via_;
   std::optional<std::string> vpce_;
   size_t last_peek_ = 0;  // PROXY header bytes seen at the last peek
@@ -151,7 +151,7 @@ class Session {
   EventPtr client_write_;
   EventPtr timer_;
   EventPtr upstream_event_;
-  EventPtr kick_;  // runs nextRequest() from the loop after a forward ends
+  EventPtr kick_;        // runs nextRequest() from the loop after a forward ends
   EventPtr peek_retry_;  // re-reads an incomplete PROXY header a moment later
 
   std::string in_;  // the request head as it arrives, then any bytes after it

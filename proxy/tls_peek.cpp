@@ -70,9 +70,9 @@ ClientHelloInfo parseClientHelloBody(std::string_view body) {
   uint8_t session_id_len = 0;
   uint16_t ciphers_len = 0;
   uint8_t compression_len = 0;
-  if (!r.u16(&legacy_version) || !r.skip(32) || !r.u8(&session_id_len) ||
-      !r.skip(session_id_len) || !r.u16(&ciphers_len) || !r.skip(ciphers_len) ||
-      !r.u8(&compression_len) || !r.skip(compression_len)) {
+  if (!r.u16(&legacy_version) || !r.skip(32) || !r.u8(&session_id_len) || !r.skip(session_id_len) ||
+      !r.u16(&ciphers_len) || !r.skip(ciphers_len) || !r.u8(&compression_len) ||
+      !r.skip(compression_len)) {
     return info;
   }
   if (r.atEnd()) {
