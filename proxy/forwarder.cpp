@@ -18,8 +18,10 @@ struct Outbox {
   size_t pos = 0;
   size_t pending() const { return data.size() - pos; }
   void append(std::string_view bytes) {
-    if (pos == data.size()) {
-      data.clear();
+    // Drop the consumed front once it outweighs what is left: a destination
+    // that never drains completely must not make the buffer grow with the body.
+    if (pos > 0 && pos >= data.size() - pos) {
+      data.erase(0, pos);
       pos = 0;
     }
     data.append(bytes);
@@ -47,6 +49,7 @@ class StreamForwarder final : public Forwarder {
 
   bool init(const RequestHead& head, const RequestFraming& framing, std::string_view after_head) {
     method_ = std::string(head.method);
+    client_http10_ = head.version_minor == 0;
     client_wants_keep_alive_ = framing.keep_alive && options_.allow_client_keep_alive;
     request_body_ = BodyFramer::forFraming(framing.body);
     HeadPieces pieces = rewriteRequestHead(head);
@@ -306,8 +309,18 @@ class StreamForwarder final : public Forwarder {
       }
       const ResponseHead& head = parsed.head;
       size_t used = head.head_length;
+      if (head.status_code == 101) {
+        // We never ask for an upgrade (Upgrade is hop-by-hop and dropped).
+        failOrClose(Reason::connect_failed,
+                    "the upstream switched protocols (101) without being asked to",
+                    "bad_response");
+        return;
+      }
       if (head.interim()) {
-        appendHead(rewriteResponseHead(head));
+        // RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client.
+        if (!client_http10_) {
+          appendHead(rewriteResponseHead(head));
+        }
         head_buffer_.erase(0, used);
         continue;
       }
@@ -322,9 +335,17 @@ class StreamForwarder final : public Forwarder {
       result_.status = head.status_code;
       upstream_reusable_ = framing.reusable;
       response_body_ = BodyFramer::forFraming(framing.body);
-      keep_client_ = client_wants_keep_alive_ && framing.body.kind != BodyKind::until_close;
-      appendHead(rewriteResponseHead(
-          head, keep_client_ ? ConnectionField::none : ConnectionField::close));
+      // A final response before the client's request body has all arrived (an
+      // early error, an Expect: 100-continue refused) ends the client connection:
+      // the rest of that body would otherwise be read as the next request.
+      keep_client_ = client_wants_keep_alive_ && framing.body.kind != BodyKind::until_close &&
+                     request_body_.done();
+      ConnectionField add = ConnectionField::close;
+      if (keep_client_) {
+        // An HTTP/1.0 client keeps the connection only when told so.
+        add = client_http10_ ? ConnectionField::keep_alive : ConnectionField::none;
+      }
+      appendHead(rewriteResponseHead(head, add));
       head_done_ = true;
       std::string rest = head_buffer_.substr(used);
       head_buffer_.clear();
@@ -469,6 +490,7 @@ class StreamForwarder final : public Forwarder {
   std::unique_ptr<char[]> scratch_;
   std::string method_;
   bool client_wants_keep_alive_ = false;
+  bool client_http10_ = false;
   bool keep_client_ = false;
 
   Outbox to_upstream_;

@@ -51,6 +51,8 @@ class Worker {
   AccessLog& accessLog();
   Server& server() { return server_; }
 
+  // True once a drain has closed this worker's listeners.
+  bool listenersClosed() const { return exiting_; }
   // A session asks to be destroyed once the current callback has returned.
   void reap(Session* session);
 

@@ -1,5 +1,6 @@
 #include "proxy/session.h"
 
+#include <openssl/bio.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -266,6 +267,8 @@ void Session::continueHandshake() {
   }
   event_del(client_write_.get());
   if (r.status != Stream::Io::ok) {
+    // A bare TCP probe (an NLB health check) sent nothing: no line for it.
+    logged_ = BIO_number_read(SSL_get_rbio(client_->ssl())) == 0;
     bool bad_certificate =
         tls_->requiresClientCertificate() && SSL_get_verify_result(client_->ssl()) != X509_V_OK;
     badPreamble(bad_certificate ? Reason::client_certificate_required : Reason::bad_request,
@@ -297,7 +300,8 @@ void Session::badPreamble(Reason reason, const std::string& close) {
 }
 
 void Session::closeIfIdle() {
-  if (state_ == State::reading_head && in_.empty()) {
+  bool preamble = state_ == State::reading_proxy_header || state_ == State::handshaking;
+  if (preamble || (state_ == State::reading_head && in_.empty())) {
     logged_ = true;  // nothing was asked: no request to log
     finish("draining");
   }
@@ -480,6 +484,13 @@ void Session::parseBuffered() {
   evtimer_del(timer_.get());
   head_length_ = parsed.head.head_length;
   head_ = std::move(parsed.head);
+  if (worker_.listenersClosed()) {
+    // Draining: the listeners are closed and this request came too late.
+    record_.method = std::string(head_.method);
+    record_.kind = head_.target.form == TargetForm::authority ? "connect" : "http";
+    fail(Reason::draining, "this instance is shutting down; retry on another");
+    return;
+  }
   onHead(head_);
 }
 
@@ -819,7 +830,11 @@ void Session::onForwardDone(ForwardResult result) {
     if (result.client_reusable) {
       record_.close = "draining";
     }
-    finish(record_.close);
+    logRequest();
+    // Unread request bytes (an upload answered early) would turn an immediate
+    // close into a reset that can destroy the response: linger instead.
+    transitionTo(State::responding);
+    startLinger();
     return;
   }
   logRequest();
@@ -847,6 +862,9 @@ void Session::nextRequest() {
   armTimer(waiting_first_byte_ ? config_->limits.idle_timeout : config_->limits.header_timeout);
   if (!in_.empty()) {
     parseBuffered();
+  } else if (client_->hasBufferedInput()) {
+    // TLS: bytes OpenSSL already decrypted announce themselves by no event.
+    onReadable();
   }
 }
 
@@ -943,6 +961,14 @@ void Session::startLinger() {
 
 void Session::onTimeout() {
   switch (state_) {
+    case State::reading_proxy_header:
+      logged_ = last_peek_ == 0;  // nothing was ever sent: no line
+      badPreamble(Reason::header_timeout, "header_timeout");
+      return;
+    case State::handshaking:
+      logged_ = BIO_number_read(SSL_get_rbio(client_->ssl())) == 0;
+      badPreamble(Reason::header_timeout, "header_timeout");
+      return;
     case State::reading_head:
       if (in_.empty()) {
         // Nothing was sent (a new or kept-alive connection): close quietly, as

@@ -1,6 +1,7 @@
 #include "proxy/stream.h"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -79,7 +80,14 @@ class TlsStream final : public Stream {
     if (rc == 1) {
       return {Io::ok, 0};
     }
-    return failure(rc, &read_wants_);
+    Result result = failure(rc, &read_wants_);
+    long verify = SSL_get_verify_result(ssl_.get());
+    if (result.status != Io::would_block && verify != X509_V_OK) {
+      // "certificate verify failed" alone does not say what to fix.
+      error_ = std::string("certificate verify failed: ") +
+               X509_verify_cert_error_string(verify);
+    }
+    return result;
   }
 
   Result read(char* buf, size_t len) override {

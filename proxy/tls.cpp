@@ -9,7 +9,58 @@ namespace {
 
 constexpr size_t kMaxKeptSessions = 1024;
 
+void freeSessionStore(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  delete static_cast<TlsClientContext::SessionStore*>(ptr);
+}
+
+// The SSL_CTX ex_data slot holding a client context's SessionStore.
+int sessionStoreIndex() {
+  static const int index =
+      SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, &freeSessionStore);
+  return index;
+}
+
+// The host a client SSL was created for (its SNI, also the verified name).
+const char* sslHost(SSL* ssl) {
+  const char* host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (host == nullptr) {
+    host = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+  }
+  return host;
+}
+
+// A copy of `session` to keep. Not the session itself: OpenSSL marks a
+// connection's session not resumable when the SSL is freed without a
+// close_notify (ssl_clear_bad_session), which is how pooled and finished HTTP
+// connections end; the framing, not TLS, says whether a message was complete.
+SslSessionPtr keepable(SSL_SESSION* session) {
+  if (session == nullptr || SSL_SESSION_is_resumable(session) != 1) {
+    return nullptr;
+  }
+  return SslSessionPtr(SSL_SESSION_dup(session));
+}
+
+// OpenSSL's new-session callback; 0: the reference it passes stays its own.
+int onNewSession(SSL* ssl, SSL_SESSION* session) {
+  auto* store = static_cast<TlsClientContext::SessionStore*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sessionStoreIndex()));
+  const char* host = sslHost(ssl);
+  SslSessionPtr copy = keepable(session);
+  if (store != nullptr && host != nullptr && copy) {
+    store->put(host, std::move(copy));
+  }
+  return 0;
+}
+
 }  // namespace
+
+void TlsClientContext::SessionStore::put(const std::string& host, SslSessionPtr session) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (sessions.size() >= kMaxKeptSessions && sessions.find(host) == sessions.end()) {
+    sessions.erase(sessions.begin());
+  }
+  sessions[host] = std::move(session);
+}
 
 std::string opensslErrors() {
   std::string out;
@@ -45,8 +96,18 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const std::string& ca
              opensslErrors();
     return nullptr;
   }
-  // Sessions are kept by us, per host, for resumption.
+  // Sessions are kept by us, per host, for resumption: OpenSSL hands each new
+  // one (a TLS 1.2 session after the handshake, every TLS 1.3 ticket) to
+  // onNewSession.
+  auto* store = new SessionStore();
+  if (SSL_CTX_set_ex_data(c, sessionStoreIndex(), store) != 1) {
+    delete store;
+    *error = "cannot set up the TLS session store: " + opensslErrors();
+    return nullptr;
+  }
+  ctx->store_ = store;
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(c, &onNewSession);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
   return ctx;
@@ -62,25 +123,22 @@ SslPtr TlsClientContext::newSsl(int fd, const std::string& host) {
     return nullptr;
   }
   SSL_set_hostflags(ssl.get(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = sessions_.find(host);
-  if (it != sessions_.end()) {
-    SSL_set_session(ssl.get(), it->second.get());
+  {
+    std::lock_guard<std::mutex> lock(store_->mu);
+    auto it = store_->sessions.find(host);
+    if (it != store_->sessions.end()) {
+      SSL_set_session(ssl.get(), it->second.get());
+    }
   }
   SSL_set_connect_state(ssl.get());
   return ssl;
 }
 
 void TlsClientContext::saveSession(const std::string& host, SSL* ssl) {
-  SslSessionPtr session(SSL_get1_session(ssl));
-  if (!session || SSL_SESSION_is_resumable(session.get()) != 1) {
-    return;
+  SslSessionPtr copy = keepable(SSL_get0_session(ssl));
+  if (copy) {
+    store_->put(host, std::move(copy));
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (sessions_.size() >= kMaxKeptSessions && sessions_.find(host) == sessions_.end()) {
-    sessions_.erase(sessions_.begin());
-  }
-  sessions_[host] = std::move(session);
 }
 
 std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& certificate,
@@ -99,6 +157,10 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& ce
                              SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+  // Resumed sessions must belong to this service (required once client
+  // certificates are verified).
+  static const unsigned char kSessionContext[] = "s3gate";
+  SSL_CTX_set_session_id_context(c, kSessionContext, sizeof(kSessionContext) - 1);
   if (SSL_CTX_use_certificate_chain_file(c, certificate.c_str()) != 1) {
     *error = "certificate " + certificate + ": " + opensslErrors();
     return nullptr;
@@ -120,7 +182,9 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& ce
     if (names != nullptr) {
       SSL_CTX_set_client_CA_list(c, names);  // the context owns the list from here
     }
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    // A client without a certificate completes the handshake and then gets a
+    // 403 client_certificate_required it can read; a bad certificate fails here.
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
     ctx->require_client_cert_ = true;
   }
   return ctx;

@@ -38,12 +38,22 @@ class TlsClientContext {
   // session for the host offered for resumption.
   SslPtr newSsl(int fd, const std::string& host);
   // After a handshake: keep the session for the next connection to `host`.
+  // Sessions are also kept without it, as OpenSSL announces them (TLS 1.3
+  // tickets come after the handshake), for the name the SSL was created for.
   void saveSession(const std::string& host, SSL* ssl);
+
+  // The kept sessions, per host. Owned by the SSL_CTX (its ex_data), so that a
+  // ticket arriving on a connection that outlives this object (a reload swapped
+  // the context) still has somewhere to go.
+  struct SessionStore {
+    std::mutex mu;  // shared by the workers
+    std::unordered_map<std::string, SslSessionPtr> sessions;
+    void put(const std::string& host, SslSessionPtr session);
+  };
 
  private:
   SslCtxPtr ctx_;
-  std::mutex mu_;  // sessions_ is shared by the workers
-  std::unordered_map<std::string, SslSessionPtr> sessions_;
+  SessionStore* store_ = nullptr;  // owned by ctx_
 };
 
 class TlsServerContext {

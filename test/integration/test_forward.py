@@ -1,0 +1,1705 @@
+"""Plain-HTTP forwarding through the real binary (SPEC section 3, plain HTTP):
+absolute-form requests sent on to S3 names over verified TLS, with
+hop-by-hop fields removed and everything else byte for byte, bodies streamed
+both ways in every framing, Expect: 100-continue, keep-alive on both sides with
+a per-host upstream pool, the RFC 9112 smuggling defences, per-request
+decisions, upstream TLS failures, bounded memory for large bodies, and real S3
+clients (curl, the aws CLI, boto3) through HTTP_PROXY against moto over TLS.
+
+Every upstream listens on port 443 (80 for plain) of its own loopback address
+127.0.0.X, mapped to the S3 names with `dns.pins`: binding those ports needs
+root, so the whole file is skipped otherwise.
+
+Run: S3GATE_BIN=../../build/s3gate python3 -m unittest -v test_forward
+S3GATE_BIG_MIB sets the size of the large PUT and GET (default 1024, 256 under ASan).
+"""
+
+import contextlib
+import datetime
+import hashlib
+import os
+import random
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import harness as h
+
+NOT_ROOT = None if os.geteuid() == 0 else "binds ports 80 and 443 on 127.0.0.X: needs root"
+if NOT_ROOT:
+    print(f"SKIP test_forward: {NOT_ROOT}", file=sys.stderr)
+
+MEDIA = h.s3_name("media")
+S3_ENDPOINT = f"s3.{h.REGION}.amazonaws.com"
+RAW_CAP = 1 << 20  # bytes of each upstream connection kept verbatim
+
+
+_ASAN = None
+
+
+def asan_binary():
+    """Whether the binary under test is built with AddressSanitizer (or S3GATE_ASAN is set)."""
+    global _ASAN
+    if _ASAN is None:
+        _ASAN = bool(os.environ.get("S3GATE_ASAN"))
+        binary = h.s3gate_binary()
+        if binary and not _ASAN:
+            with open(binary, "rb") as f:
+                tail = b""
+                for _ in range(1 << 12):  # the binary in 1 MiB pieces, bounded
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    if b"__asan_init" in tail + block or b"libasan.so" in tail + block:
+                        _ASAN = True
+                        break
+                    tail = block[-32:]
+    return _ASAN
+
+
+def big_size():
+    mib = os.environ.get("S3GATE_BIG_MIB")
+    if mib:
+        return int(mib) << 20
+    return (256 if asan_binary() else 1024) << 20
+
+
+# ---------------------------------------------------------------------------
+# loopback addresses and certificates
+
+_taken_ips = set()
+
+
+def bind_fresh_ip(port):
+    """A listening socket on port `port` of a random, free 127.0.0.X (X in 2..250)."""
+    for _ in range(200):
+        ip = f"127.0.0.{random.randint(2, 250)}"
+        if ip in _taken_ips:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            s.close()
+            continue
+        _taken_ips.add(ip)
+        s.listen(128)
+        return ip, s
+    raise AssertionError(f"no free 127.0.0.X:{port}")
+
+
+def fresh_ip(port=443):
+    ip, s = bind_fresh_ip(port)
+    s.close()
+    return ip
+
+
+class ExtraPki:
+    """Certificates the harness PKI does not have: a second CA (the one s3gate
+    trusts in the TLS failure tests) with a good leaf, a leaf for other names
+    and an expired leaf."""
+
+    def __init__(self, directory):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self.directory = directory
+        now = datetime.datetime.now(datetime.timezone.utc)
+        pem = serialization.Encoding.PEM
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3gate forward-test CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=30))
+              .not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        self.ca_file = os.path.join(directory, "ca2.pem")
+        with open(self.ca_file, "wb") as f:
+            f.write(ca.public_bytes(pem))
+
+        def leaf(name, names, before, after):
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = (x509.CertificateBuilder()
+                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                    .issuer_name(ca_name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number())
+                    .not_valid_before(now + before).not_valid_after(now + after)
+                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                                   critical=False)
+                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                   critical=False)
+                    .sign(ca_key, hashes.SHA256()))
+            cert_path = os.path.join(directory, f"{name}.pem")
+            key_path = os.path.join(directory, f"{name}.key")
+            with open(cert_path, "wb") as f:
+                f.write(cert.public_bytes(pem) + ca.public_bytes(pem))
+            with open(key_path, "wb") as f:
+                f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+            return cert_path, key_path
+
+        day = datetime.timedelta(days=1)
+        s3_names = [f"*.{S3_ENDPOINT}", S3_ENDPOINT]
+        self.good = leaf("good", s3_names, -day, day)
+        self.wrong_name = leaf("wrong-name", ["other.example.com", "*.s3.eu-west-1.amazonaws.com"],
+                               -day, day)
+        self.expired = leaf("expired", s3_names, -10 * day, -2 * day)
+
+    @staticmethod
+    def context(cert_key):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert_key)
+        return ctx
+
+
+# ---------------------------------------------------------------------------
+# a scripted HTTP upstream that records exactly what it receives
+
+
+def response(status=200, body=b"", headers=(), reason=None, version="1.1", length=True):
+    """A response with Content-Length (unless length=False) and `headers` (name, value) pairs."""
+    reason = reason if reason is not None else {200: "OK", 204: "No Content", 304: "Not Modified",
+                                                 100: "Continue", 403: "Forbidden"}.get(status, "X")
+    lines = [f"HTTP/{version} {status} {reason}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunked(*pieces, trailer=b""):
+    out = b""
+    for p in pieces:
+        out += b"%x\r\n" % len(p) + p + b"\r\n"
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+class _Reader:
+    """Buffered reads from one upstream connection, every byte recorded."""
+
+    def __init__(self, sock, rec):
+        self.sock = sock
+        self.rec = rec
+        self.buf = bytearray()
+
+    def _recv(self):
+        try:
+            data = self.sock.recv(1 << 18)
+        except (ConnectionResetError, ssl.SSLError, socket.timeout):
+            data = b""
+        if data:
+            self.rec["bytes_in"] += len(data)
+            room = RAW_CAP - len(self.rec["raw"])
+            if room > 0:
+                self.rec["raw"] += data[:room]
+        return data
+
+    def more(self):
+        data = self._recv()
+        self.buf += data
+        return bool(data)
+
+    def head(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head = bytes(self.buf[:i + 4])
+                del self.buf[:i + 4]
+                return head
+            if len(self.buf) > (1 << 17) or not self.more():
+                return None
+        return None
+
+    def line(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 2])
+                del self.buf[:i + 2]
+                return line
+            if not self.more():
+                return None
+        return None
+
+    def exact(self, n, sink):
+        """Passes the next n bytes to sink(bytes); False at a premature EOF."""
+        take = min(n, len(self.buf))
+        if take:
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+        while n > 0:
+            data = self._recv()
+            if not data:
+                return False
+            if len(data) > n:
+                self.buf += data[n:]
+                data = data[:n]
+            sink(data)
+            n -= len(data)
+        return True
+
+
+class ScriptedUpstream:
+    """An HTTP/1.1 server on port 443 (TLS) or 80 (plain) of its own 127.0.0.X.
+
+    Each connection reads requests (head, then a Content-Length or chunked body)
+    and answers each with responder(req), a list of actions: bytes to send, a
+    float to sleep, an iterable of bytes to stream, "close" (close after
+    sending), "rst". on_head(req) may return bytes to send before the body is
+    read (the 100 Continue). Records: self.connections (per connection: raw,
+    bytes_in, requests, sni, session_reused, tls_error), self.requests.
+    """
+
+    def __init__(self, responder=None, tls_ctx=None, plain=False, on_head=None, name="upstream"):
+        self.plain = plain
+        self.port = 80 if plain else 443
+        self.ip, self._listener = bind_fresh_ip(self.port)
+        self._listener.settimeout(0.1)
+        self.responder = responder or (lambda req: [response(200, b"ok:" + req["target"].encode())])
+        self.on_head = on_head if on_head is not None else self.continue_if_expected
+        self.ctx = None
+        if not plain:
+            self.ctx = tls_ctx or h.TestPki.get().server_context()
+            self.ctx.sni_callback = self._on_sni
+        self._sni = threading.local()
+        self.connections = []
+        self.requests = []
+        self.name = name
+        self._lock = threading.Lock()
+        self._open = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True, name=name)
+        self._thread.start()
+
+    @staticmethod
+    def continue_if_expected(req):
+        if any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in req["headers"]):
+            return b"HTTP/1.1 100 Continue\r\n\r\n"
+        return b""
+
+    def _on_sni(self, sslobj, server_name, ctx):
+        self._sni.value = server_name
+
+    def _accept_loop(self):
+        for _ in iter(int, 1):  # until stopped; each pass waits at most 0.1 s
+            if self._stop.is_set():
+                return
+            try:
+                conn, peer = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            rec = {"peer": peer, "raw": bytearray(), "bytes_in": 0, "requests": 0, "sni": None,
+                   "session_reused": None, "tls_error": None, "error": None, "done": False,
+                   "index": len(self.connections)}
+            with self._lock:
+                self.connections.append(rec)
+                self._open.add(conn)
+            threading.Thread(target=self._run, args=(conn, rec), daemon=True).start()
+
+    def _run(self, conn, rec):
+        sock = conn
+        try:
+            conn.settimeout(60)
+            if self.ctx is not None:
+                self._sni.value = None
+                try:
+                    sock = self.ctx.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    rec["tls_error"] = repr(exc)
+                    return
+                rec["sni"] = self._sni.value
+                rec["session_reused"] = sock.session_reused
+                rec["version"] = sock.version()
+            self._serve(sock, rec)
+        except Exception as exc:  # recorded for the test to see
+            rec["error"] = repr(exc)
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            with contextlib.suppress(OSError):
+                sock.close()
+            rec["done"] = True
+
+    def _serve(self, sock, rec):
+        reader = _Reader(sock, rec)
+        for index in range(1000):
+            head = reader.head()
+            if head is None:
+                return
+            lines = head[:-4].decode("latin-1").split("\r\n")
+            method, target, version = (lines[0].split(" ", 2) + ["", ""])[:3]
+            headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
+            req = {"conn": rec["index"], "index": index, "head": head, "method": method,
+                   "target": target, "version": version, "headers": headers, "body": b"",
+                   "body_len": 0, "raw_body": b"", "complete": True}
+            with self._lock:
+                self.requests.append(req)
+            rec["requests"] += 1
+            early = self.on_head(req) if self.on_head else b""
+            if early:
+                sock.sendall(early)
+            digest = hashlib.sha256()
+
+            def take(data, req=req, digest=digest):
+                digest.update(data)
+                req["body_len"] += len(data)
+                if len(req["body"]) < RAW_CAP:
+                    req["body"] += data
+
+            hmap = {k.lower(): v for k, v in headers}
+            if "transfer-encoding" in hmap:
+                raw = bytearray()
+                for _ in range(100000):
+                    line = reader.line()
+                    if line is None:
+                        req["complete"] = False
+                        break
+                    raw += line
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        for _ in range(1000):
+                            t = reader.line()
+                            if t is None:
+                                req["complete"] = False
+                                break
+                            raw += t
+                            if t == b"\r\n":
+                                break
+                        break
+                    data = bytearray()
+                    if not reader.exact(size + 2, data.extend):
+                        req["complete"] = False
+                        break
+                    raw += data
+                    take(bytes(data[:-2]))
+                req["raw_body"] = bytes(raw)
+            elif "content-length" in hmap:
+                req["complete"] = reader.exact(int(hmap["content-length"]), take)
+            req["sha256"] = digest.hexdigest()
+            if not req["complete"]:
+                return
+            for action in self.responder(req):
+                if isinstance(action, (bytes, bytearray)):
+                    sock.sendall(action)
+                elif isinstance(action, (int, float)):
+                    time.sleep(action)
+                elif action == "close":
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        sock.unwrap() if self.ctx is not None else sock.shutdown(socket.SHUT_WR)
+                    return
+                elif action == "rst":
+                    h.rst_close(sock)
+                    return
+                else:
+                    for piece in action:
+                        sock.sendall(piece)
+
+    def wait_requests(self, n, timeout=10.0):
+        return h.wait_until(lambda: len(self.requests) >= n, timeout,
+                            message=f"{n} request(s) at the upstream (have {len(self.requests)})")
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._listener.close()
+        with self._lock:
+            conns = list(self._open)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        _taken_ips.discard(self.ip)
+
+
+# ---------------------------------------------------------------------------
+# a client that reads framed responses on a kept-alive connection
+
+
+class Reply:
+    def __init__(self):
+        self.status = 0
+        self.reason = ""
+        self.headers = {}
+        self.head = b""
+        self.interim = []  # (status, head) of 1xx heads
+        self.body = b""
+        self.raw_body = b""
+        self.framing = None
+
+    def header(self, name, default=None):
+        values = self.headers.get(name.lower())
+        return values[0] if values else default
+
+    def proxy_status(self):
+        value = self.header("proxy-status")
+        return h.parse_proxy_status(value) if value else None
+
+    def __repr__(self):
+        return f"<Reply {self.status} {self.headers!r} body={self.body[:200]!r}>"
+
+
+class Client:
+    def __init__(self, port, timeout=15.0):
+        self.sock = h.open_client(port, timeout)
+        self.name = h.client_name(self.sock)
+        self.buf = bytearray()
+        self.timeout = timeout
+        self.eof = False
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _more(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no complete response in time (buffered {bytes(self.buf[:300])!r})")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 18)
+        except socket.timeout:
+            return True
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _head(self, deadline):
+        for _ in range(1 << 20):
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head = bytes(self.buf[:i + 4])
+                del self.buf[:i + 4]
+                return head
+            if not self._more(deadline):
+                return None
+        return None
+
+    def _line(self, deadline):
+        for _ in range(1 << 20):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 2])
+                del self.buf[:i + 2]
+                return line
+            if not self._more(deadline):
+                raise AssertionError("EOF inside a chunked body")
+        raise AssertionError("no line")
+
+    def _exact(self, n, deadline, sink):
+        while n > 0:
+            if not self.buf and not self._more(deadline):
+                raise AssertionError(f"EOF with {n} body bytes missing")
+            take = min(n, len(self.buf))
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+
+    def read_response(self, method="GET", timeout=None, sink=None, stop_at_interim=False):
+        """One response; 1xx heads are collected in reply.interim. sink(bytes)
+        receives the body instead of reply.body. None if the connection closed first."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        r = Reply()
+        for _ in range(10):
+            head = self._head(deadline)
+            if head is None:
+                return None
+            lines = head[:-4].decode("latin-1").split("\r\n")
+            m = re.match(r"^HTTP/1\.[01] (\d{3})(?: (.*))?$", lines[0])
+            if not m:
+                raise AssertionError(f"bad status line {lines[0]!r}")
+            status = int(m.group(1))
+            if 100 <= status < 200:
+                r.interim.append((status, head))
+                if stop_at_interim:
+                    return r
+                continue
+            r.status, r.reason, r.head = status, m.group(2) or "", head
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                r.headers.setdefault(k.strip().lower(), []).append(v.strip())
+            break
+        parts = []
+        raw = []
+        out = sink or parts.append
+        te = r.header("transfer-encoding")
+        cl = r.header("content-length")
+        if method == "HEAD" or r.status in (204, 304):
+            r.framing = "none"
+        elif te:
+            r.framing = "chunked"
+            for _ in range(1 << 24):
+                line = self._line(deadline)
+                raw.append(line)
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    for _ in range(1000):
+                        t = self._line(deadline)
+                        raw.append(t)
+                        if t == b"\r\n":
+                            break
+                    break
+                data = []
+                self._exact(size + 2, deadline, data.append)
+                data = b"".join(data)
+                raw.append(data)
+                out(data[:-2])
+        elif cl is not None:
+            r.framing = "length"
+            self._exact(int(cl), deadline, out)
+        else:
+            r.framing = "close"
+            for _ in range(1 << 24):
+                if self.buf:
+                    out(bytes(self.buf))
+                    self.buf.clear()
+                if not self._more(deadline):
+                    break
+        r.body = b"".join(parts)
+        r.raw_body = b"".join(raw)
+        return r
+
+    def closed(self, timeout=3.0):
+        """True when the proxy closes the connection (nothing more is read) within timeout."""
+        deadline = time.monotonic() + timeout
+        for _ in range(1 << 16):
+            if self.eof:
+                return not self.buf
+            if self.buf:
+                return False
+            try:
+                self._more(deadline)
+            except AssertionError:
+                return False
+        return False
+
+
+def request(method, url, headers=(), body=b"", version="1.1", host=True, length=None):
+    """Absolute-form request bytes; Host from the URL unless host=False."""
+    authority = re.match(r"^http://([^/?]+)", url).group(1)
+    lines = [f"{method} {url} HTTP/{version}"]
+    if host:
+        lines.append(f"Host: {authority}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    if length is None and body:
+        length = len(body)
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssWatch:
+    """Samples a process's VmRSS every 50 ms in a thread; .peak in KiB."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for _ in range(1 << 20):
+            if self._stop.wait(0.05):
+                return
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, rss_kib(self.pid))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak
+
+
+# ---------------------------------------------------------------------------
+# base class
+
+
+@unittest.skipIf(NOT_ROOT is not None, NOT_ROOT or "")
+class ForwardCase(h.ProxyTestCase):
+    """s3gate with plain HTTP sent on over TLS (the test CA) to an upstream on
+    127.0.0.X:443, the S3 names of us-west-2 pinned to it."""
+
+    def setUp(self):
+        super().setUp()
+        self.upstreams = []
+
+    def upstream(self, **kw):
+        up = ScriptedUpstream(**kw)
+        self.upstreams.append(up)
+        self.addCleanup(up.stop)
+        return up
+
+    def forward_config(self, ip, overrides=None, tls=True, ca_file=None):
+        cfg = self.config({
+            "dns": {"pins": [{"host": f"*.{S3_ENDPOINT}", "addresses": [ip]},
+                             {"host": S3_ENDPOINT, "addresses": [ip]}]},
+            "http": {"upstream_tls": tls, "ca_file": ca_file or self.pki.ca_file},
+            "buckets": [{"name": "media"}, {"name": "ro-*", "access": "read-only"}],
+        })
+        return h.deep_merge(cfg, overrides or {})
+
+    def start_forward(self, up, overrides=None, ca_file=None):
+        return self.start_proxy(config=self.forward_config(up.ip, overrides, tls=not up.plain,
+                                                           ca_file=ca_file))
+
+    def client(self):
+        c = Client(self.proxy.port)
+        self.addCleanup(c.close)
+        return c
+
+    def log_lines(self, client, n, timeout=5.0):
+        h.wait_until(lambda: len([r for r in self.proxy.access_lines()
+                                  if r.get("client") == client.name]) >= n, timeout,
+                     message=f"{n} access-log line(s) for {client.name}:\n{self.proxy.stdout_text()}")
+        return [r for r in self.proxy.access_lines() if r.get("client") == client.name]
+
+    def assert_reply_error(self, reply, status, error, details):
+        self.assertIsNotNone(reply, "closed without a response")
+        self.assertEqual(reply.status, status, repr(reply))
+        ps = reply.proxy_status()
+        self.assertIsNotNone(ps, repr(reply))
+        self.assertEqual((ps.get("proxy"), ps.get("error"), ps.get("details")),
+                         ("s3gate", error, details), repr(reply))
+        self.assertIn("close", [v.lower() for v in reply.headers.get("connection", [])], repr(reply))
+
+    def metrics(self):
+        resp = h.http_get(self.admin_port, "/metrics")
+        return resp.body.decode()
+
+
+# ---------------------------------------------------------------------------
+# the exchange: heads, bodies, framing, 100-continue
+
+
+class ForwardExchangeTest(ForwardCase):
+    def test_request_head_rewritten_byte_for_byte(self):
+        up = self.upstream()
+        self.start_forward(up)
+        c = self.client()
+        # Odd spacing and case, repeated fields, a SigV4-like Authorization: all
+        # end-to-end fields must arrive exactly as sent, in order.
+        head = (f"GET http://{MEDIA}/shot/010.exr?versionId=3&x=a%20b HTTP/1.1\r\n"
+                f"Host: {MEDIA}\r\n"
+                "Connection: keep-alive, X-Hop-Named\r\n"
+                "X-Amz-Date:20260101T000000Z\r\n"
+                "x-hop-named: must go\r\n"
+                "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-west-2/s3/aws4_request,"
+                " SignedHeaders=host;x-amz-date, Signature=abc123  \r\n"
+                "Keep-Alive: timeout=5\r\n"
+                "Proxy-Connection: keep-alive\r\n"
+                "Proxy-Authorization: Basic dTpw\r\n"
+                "TE: trailers\r\n"
+                "Upgrade: h2c\r\n"
+                "X-Multi: 1\r\n"
+                "x-multi:   2\t\r\n"
+                "Range: bytes=0-9\r\n"
+                "\r\n").encode()
+        c.send(head)
+        reply = c.read_response()
+        self.assertEqual(reply.status, 200, repr(reply))
+        self.assertEqual(reply.body, b"ok:/shot/010.exr?versionId=3&x=a%20b")
+        got = up.requests[0]["head"]
+        expected = (b"GET /shot/010.exr?versionId=3&x=a%20b HTTP/1.1\r\n"
+                    + f"Host: {MEDIA}\r\n".encode()
+                    + b"X-Amz-Date:20260101T000000Z\r\n"
+                    b"Authorization: AWS4-HMAC-SHA256 Credential=AKID/20260101/us-west-2/s3/aws4_request,"
+                    b" SignedHeaders=host;x-amz-date, Signature=abc123  \r\n"
+                    b"X-Multi: 1\r\n"
+                    b"x-multi:   2\t\r\n"
+                    b"Range: bytes=0-9\r\n"
+                    b"\r\n")
+        self.assertEqual(got, expected)
+        self.assertEqual(up.connections[0]["sni"], MEDIA)
+        self.assertEqual(up.connections[0]["bytes_in"], len(expected))
+        rec = self.log_lines(c, 1)[0]
+        self.assert_log(rec, kind="http", method="GET", host=MEDIA, port=80, bucket="media",
+                        rule="media", decision="allow", reason=None, status=200,
+                        upstream=f"{up.ip}:443", bytes_up=len(expected))
+        self.assertEqual(rec["bytes_down"], len(reply.head) + len(reply.body))
+
+    def test_origin_form_of_bare_authority_and_http10(self):
+        up = self.upstream()
+        self.start_forward(up)
+        c = self.client()
+        c.send(f"GET http://{MEDIA} HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n".encode())
+        self.assertEqual(c.read_response().status, 200)
+        c.send(f"GET http://{MEDIA}?list-type=2 HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n".encode())
+        self.assertEqual(c.read_response().status, 200)
+        self.assertEqual([r["head"].split(b"\r\n")[0] for r in up.requests],
+                         [b"GET / HTTP/1.1", b"GET /?list-type=2 HTTP/1.1"])
+        # HTTP/1.0 without Host: sent on as HTTP/1.1 with the URL's authority as Host.
+        c2 = self.client()
+        c2.send(f"GET http://{MEDIA}/k HTTP/1.0\r\nX-A: b\r\n\r\n".encode())
+        reply = c2.read_response()
+        self.assertEqual(reply.status, 200)
+        self.assertTrue(c2.closed(), "an HTTP/1.0 request without keep-alive closes")
+        self.assertEqual(up.requests[-1]["head"],
+                         f"GET /k HTTP/1.1\r\nX-A: b\r\nHost: {MEDIA}\r\n\r\n".encode())
+
+    def test_request_bodies_content_length_and_chunked(self):
+        up = self.upstream(responder=lambda req: [response(200, req["sha256"].encode())])
+        self.start_forward(up)
+        c = self.client()
+        body = os.urandom(300000)
+        c.send(request("PUT", f"http://{MEDIA}/a", body=body))
+        reply = c.read_response()
+        self.assertEqual(reply.body.decode(), hashlib.sha256(body).hexdigest())
+        # chunked, with an extension and a trailer: passed on unchanged
+        framed = (b"5;name=value\r\nhello\r\n" + b"%x\r\n" % 70000 + b"x" * 70000 + b"\r\n"
+                  + b"0\r\nx-amz-checksum-crc32: AAAAAA==\r\n\r\n")
+        c.send(f"PUT http://{MEDIA}/b HTTP/1.1\r\nHost: {MEDIA}\r\nTransfer-Encoding: chunked\r\n"
+               "Trailer: x-amz-checksum-crc32\r\n\r\n".encode())
+        for i in range(0, len(framed), 7001):  # in pieces, with pauses
+            c.send(framed[i:i + 7001])
+            time.sleep(0.002)
+        reply = c.read_response()
+        self.assertEqual(reply.body.decode(), hashlib.sha256(b"hello" + b"x" * 70000).hexdigest())
+        self.assertEqual(up.requests[1]["raw_body"], framed)
+        # a zero-length body, then a GET on the same connection
+        c.send(request("PUT", f"http://{MEDIA}/c", length=0))
+        self.assertEqual(c.read_response().body.decode(), hashlib.sha256(b"").hexdigest())
+        self.assertEqual(len(up.connections), 1, "one upstream connection for the three")
+        lines = self.log_lines(c, 3)
+        self.assertEqual([r["status"] for r in lines], [200, 200, 200])
+        self.assertGreater(lines[0]["bytes_up"], len(body))
+        self.assertEqual(lines[1]["bytes_up"], len(up.requests[1]["head"]) + len(framed))
+
+    def test_response_framings_on_one_connection(self):
+        script = {
+            "/length": [response(200, b"0123456789", headers=[
+                ("Connection", "X-Secret"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5"),
+                ("Proxy-Authenticate", "Basic"), ("Upgrade", "h2c"), ("ETag", ' "a b" ')])],
+            "/chunked": [response(200, length=False, headers=[("Transfer-Encoding", "chunked")])
+                         + chunked(b"abc", b"defgh", trailer=b"X-T: 1\r\n")],
+            "/head": [response(200, length=False, headers=[("Content-Length", "12345")])],
+            "/204": [response(204, length=False)],
+            "/304": [response(304, length=False, headers=[("ETag", '"e"')])],
+            "/slow": [response(200, length=False, headers=[("Content-Length", "6")]) + b"ab", 0.2,
+                      b"cd", 0.2, b"ef"],
+            "/close": [response(200, length=False) + b"until the end", "close"],
+        }
+        up = self.upstream(responder=lambda req: script[req["target"]])
+        self.start_forward(up)
+        c = self.client()
+        for path, method, status, body, framing in [
+                ("/length", "GET", 200, b"0123456789", "length"),
+                ("/chunked", "GET", 200, b"abcdefgh", "chunked"),
+                ("/head", "HEAD", 200, b"", "none"),
+                ("/204", "DELETE", 204, b"", "none"),
+                ("/304", "GET", 304, b"", "none"),
+                ("/slow", "GET", 200, b"abcdef", "length"),
+                ("/close", "GET", 200, b"until the end", "close")]:
+            with self.subTest(path=path):
+                c.send(request(method, f"http://{MEDIA}{path}"))
+                reply = c.read_response(method)
+                self.assertEqual((reply.status, reply.body, reply.framing),
+                                 (status, body, framing), repr(reply))
+                if path == "/length":
+                    # hop-by-hop fields dropped, the rest byte for byte
+                    self.assertEqual(reply.head, b'HTTP/1.1 200 OK\r\nETag:  "a b" \r\n'
+                                     b"Content-Length: 10\r\n\r\n")
+        self.assertEqual(script["/chunked"][0].split(b"\r\n\r\n", 1)[1],
+                         b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\nX-T: 1\r\n\r\n")
+        self.assertIn("12345", reply.headers.get("content-length", ["12345"]))
+        # The close-delimited body ends the client connection too, said in advance.
+        self.assertIn("close", [v.lower() for v in reply.headers.get("connection", [])])
+        self.assertTrue(c.closed())
+        self.assertEqual(len(up.connections), 1, "one upstream connection until the close")
+        lines = self.log_lines(c, 7)
+        self.assertEqual([r["status"] for r in lines], [200, 200, 200, 204, 304, 200, 200])
+
+    def test_expect_100_continue_relayed_at_once(self):
+        up = self.upstream(responder=lambda req: [response(200, req["sha256"].encode()
+                                                           if req["method"] == "PUT" else b"after")])
+        self.start_forward(up)
+        c = self.client()
+        body = b"z" * 100000
+        c.send(request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")],
+                       length=len(body)))
+        started = time.monotonic()
+        interim = c.read_response(stop_at_interim=True, timeout=3)
+        self.assertEqual([s for s, _ in interim.interim], [100], repr(interim))
+        self.assertLess(time.monotonic() - started, 1.0, "the 100 Continue came late")
+        self.assertNotIn(b"content-length", interim.interim[0][1].lower())
+        c.send(body)
+        reply = c.read_response()
+        self.assertEqual(reply.status, 200)
+        self.assertEqual(reply.body.decode(), hashlib.sha256(body).hexdigest())
+        self.assertIn(("Expect", "100-continue"), up.requests[0]["headers"],
+                      "Expect is end-to-end: the upstream decides")
+        # the connection goes on
+        c.send(request("GET", f"http://{MEDIA}/after"))
+        self.assertEqual(c.read_response().body, b"after")
+        self.assertEqual(len(up.connections), 1)
+
+    def test_expect_100_continue_refused_early(self):
+        # The upstream answers 403 on the head alone, without a 100 and without
+        # reading the body; the client, which has sent nothing of it, gets the 403
+        # and a close.
+        early = response(403, b"denied")
+        up = self.upstream(on_head=lambda req: early, responder=lambda req: [])
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")], length=10))
+        reply = c.read_response(timeout=5)
+        self.assertEqual((reply.status, reply.body, reply.interim), (403, b"denied", []))
+        self.assertIn("close", [v.lower() for v in reply.headers.get("connection", [])],
+                      "a response before the request body ends closes the client connection")
+        self.assertTrue(c.closed())
+
+    def test_interim_heads_and_bad_responses(self):
+        script = {
+            "/102": [b"HTTP/1.1 102 Processing\r\n\r\n", 0.05, response(200, b"fine")],
+            "/cl-te": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"0\r\n\r\n"],
+            "/two-cl": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
+            "/fold": [b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\nContent-Length: 0\r\n\r\n"],
+            "/101": [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n"],
+            "/garbage": [b"SSH-2.0-OpenSSH\r\n\r\n"],
+            "/silent-close": ["close"],
+            "/bad-chunk": [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc", 0.1,
+                           b"de\r\nzz\r\n"],
+            "/truncated": [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", "close"],
+        }
+        up = self.upstream(responder=lambda req: script[req["target"]])
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/102"))
+        reply = c.read_response()
+        self.assertEqual((reply.status, reply.body, [s for s, _ in reply.interim]), (200, b"fine", [102]))
+        for path in ("/cl-te", "/two-cl", "/fold", "/101", "/garbage", "/silent-close"):
+            with self.subTest(path=path):
+                c2 = self.client()
+                c2.send(request("GET", f"http://{MEDIA}{path}"))
+                reply = c2.read_response()
+                self.assert_reply_error(reply, 502, "connection_refused", "connect_failed")
+                self.assertTrue(c2.closed())
+        for path in ("/bad-chunk", "/truncated"):
+            with self.subTest(path=path):
+                c2 = self.client()
+                c2.send(request("GET", f"http://{MEDIA}{path}"))
+                # The head went out; the body cannot end cleanly: the client sees a close
+                # before the framing's end, never a complete response.
+                with self.assertRaisesRegex(AssertionError, "EOF"):
+                    c2.read_response(timeout=3)
+        # The first connection (a clean 200 after a 102) carried the second request;
+        # after that, every doubt closed its connection: one fresh connection each.
+        self.assertEqual(len(up.connections), len(up.requests) - 1, "a connection reused after a doubt")
+
+    def test_plain_upstream_on_port_80(self):
+        up = self.upstream(plain=True)
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/p"))
+        self.assertEqual(c.read_response().body, b"ok:/p")
+        rec = self.log_lines(c, 1)[0]
+        self.assertEqual(rec["upstream"], f"{up.ip}:80")
+        self.assertEqual(up.requests[0]["head"], f"GET /p HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n".encode())
+
+
+# ---------------------------------------------------------------------------
+# keep-alive and the upstream pool
+
+
+class KeepAliveTest(ForwardCase):
+    def test_client_and_upstream_connections_reused(self):
+        up = self.upstream()
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        for i in range(5):
+            c.send(request("GET", f"http://{MEDIA}/k{i}"))
+            self.assertEqual(c.read_response().body, f"ok:/k{i}".encode())
+        # pipelined: both requests in one write
+        c.send(request("GET", f"http://{MEDIA}/p1") + request("GET", f"http://{MEDIA}/p2"))
+        self.assertEqual(c.read_response().body, b"ok:/p1")
+        self.assertEqual(c.read_response().body, b"ok:/p2")
+        # another client connection: the pooled upstream connection carries it
+        c2 = self.client()
+        c2.send(request("GET", f"http://{MEDIA}/other"))
+        self.assertEqual(c2.read_response().body, b"ok:/other")
+        # path-style to the same endpoint host is another pool key
+        self.assertEqual(len(up.connections), 1, [r["index"] for r in up.connections])
+        self.assertEqual(up.connections[0]["requests"], 8)
+        lines = self.log_lines(c, 7)
+        self.assertTrue(all(r["upstream"] == f"{up.ip}:443" for r in lines), lines)
+
+    def test_no_reuse_after_any_doubt(self):
+        script = {
+            "/close": [response(200, b"x", headers=[("Connection", "close")])],
+            "/extra": [response(200, b"x") + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+            "/http10": [response(200, b"x", version="1.0")],
+            "/until-close": [response(200, length=False) + b"x", "close"],
+            "/ok": [response(200, b"x")],
+            "/head-with-body": [response(200, length=False, headers=[("Content-Length", "1")]) + b"x"],
+        }
+        up = self.upstream(responder=lambda req: script[req["target"]])
+        self.start_forward(up, {"workers": 1})
+        for path, method in [("/close", "GET"), ("/extra", "GET"), ("/http10", "GET"),
+                             ("/head-with-body", "HEAD"), ("/until-close", "GET")]:
+            with self.subTest(path=path):
+                c = self.client()
+                c.send(request(method, f"http://{MEDIA}{path}"))
+                reply = c.read_response(method)
+                self.assertEqual(reply.status, 200)
+                before = len(up.connections)
+                c3 = self.client()
+                c3.send(request("GET", f"http://{MEDIA}/ok"))
+                self.assertEqual(c3.read_response().status, 200)
+                self.assertEqual(len(up.connections), before + 1,
+                                 f"the connection of {path} was reused")
+                c.close()
+                c3.close()
+
+    def test_pooled_connection_closed_by_upstream_is_not_used(self):
+        # The upstream closes idle connections after its response (like S3 after
+        # ~20 s): the pool notices and the next request gets a fresh connection.
+        up = self.upstream(responder=lambda req: [response(200, b"x"), 0.1, "close"])
+        self.start_forward(up, {"workers": 1})
+        for i in range(3):
+            c = self.client()
+            c.send(request("GET", f"http://{MEDIA}/k{i}"))
+            self.assertEqual(c.read_response().status, 200)
+            time.sleep(0.4)
+        self.assertEqual(len(up.connections), 3)
+
+    def test_session_resumed_on_new_connection(self):
+        up = self.upstream(responder=lambda req: [response(200, b"x", headers=[("Connection", "close")])])
+        self.start_forward(up, {"workers": 1})
+        for i in range(3):
+            c = self.client()
+            c.send(request("GET", f"http://{MEDIA}/r{i}"))
+            self.assertEqual(c.read_response().status, 200)
+            c.close()
+        h.wait_until(lambda: len(up.connections) == 3 and all(r["done"] for r in up.connections), 5)
+        self.assertEqual([r["session_reused"] for r in up.connections], [False, True, True],
+                         [r.get("version") for r in up.connections])
+        self.assertEqual([r["sni"] for r in up.connections], [MEDIA] * 3)
+
+    def test_session_resumed_with_tls12(self):
+        ctx = self.pki.server_context()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        up = self.upstream(tls_ctx=ctx, responder=lambda req: [response(200, b"x", headers=[("Connection", "close")])])
+        self.start_forward(up, {"workers": 1})
+        for i in range(2):
+            c = self.client()
+            c.send(request("GET", f"http://{MEDIA}/r{i}"))
+            self.assertEqual(c.read_response().status, 200)
+            c.close()
+        h.wait_until(lambda: len(up.connections) == 2 and all(r["done"] for r in up.connections), 5)
+        self.assertEqual([r["version"] for r in up.connections], ["TLSv1.2"] * 2)
+        self.assertEqual([r["session_reused"] for r in up.connections], [False, True])
+
+
+# ---------------------------------------------------------------------------
+# smuggling and framing defences
+
+
+def attack(lines, body=b""):
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class FramingAttackTest(ForwardCase):
+    U = f"http://{MEDIA}/k"
+    HOST = f"Host: {MEDIA}"
+
+    HEAD_ATTACKS = [
+        # name, request bytes, details
+        ("cl_and_te", attack([f"POST {U} HTTP/1.1", HOST, "Content-Length: 5",
+                              "Transfer-Encoding: chunked"], b"0\r\n\r\n"), "bad_framing"),
+        ("te_and_cl", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: chunked",
+                              "Content-Length: 0"], b"0\r\n\r\n"), "bad_framing"),
+        ("two_content_lengths", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: 3",
+                                        "Content-Length: 3"], b"abc"), "bad_framing"),
+        ("content_length_list", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: 3, 3"], b"abc"),
+         "bad_framing"),
+        ("content_length_sign", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: +3"], b"abc"),
+         "bad_framing"),
+        ("content_length_hex", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: 0x3"], b"abc"),
+         "bad_framing"),
+        ("content_length_negative", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: -1"]),
+         "bad_framing"),
+        ("content_length_empty", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length:"]), "bad_framing"),
+        ("content_length_overflow", attack([f"PUT {U} HTTP/1.1", HOST,
+                                            "Content-Length: 99999999999999999999"]), "bad_framing"),
+        ("content_length_inner_space", attack([f"PUT {U} HTTP/1.1", HOST, "Content-Length: 1 2"]),
+         "bad_framing"),
+        ("te_gzip_chunked", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: gzip, chunked"],
+                                   b"0\r\n\r\n"), "bad_framing"),
+        ("te_chunked_gzip", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: chunked, gzip"]),
+         "bad_framing"),
+        ("te_identity", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: identity"]),
+         "bad_framing"),
+        ("te_xchunked", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: xchunked"]),
+         "bad_framing"),
+        ("te_chunked_twice", attack([f"POST {U} HTTP/1.1", HOST, "Transfer-Encoding: chunked",
+                                     "Transfer-Encoding: chunked"], b"0\r\n\r\n"), "bad_framing"),
+        ("te_on_http10", attack([f"POST {U} HTTP/1.0", HOST, "Transfer-Encoding: chunked"],
+                                b"0\r\n\r\n"), "bad_framing"),
+        ("connection_names_content_length", attack([f"PUT {U} HTTP/1.1", HOST,
+                                                    "Connection: content-length", "Content-Length: 3"],
+                                                   b"abc"), "bad_framing"),
+        ("obs_fold", attack([f"GET {U} HTTP/1.1", HOST, "X-A: b", " c"]), "bad_request"),
+        ("obs_fold_tab", attack([f"GET {U} HTTP/1.1", HOST, "X-A: b", "\tc"]), "bad_request"),
+        ("nul_in_value", attack([f"GET {U} HTTP/1.1", HOST, "X-A: b\x00c"]), "bad_request"),
+        ("bare_cr_in_value", attack([f"GET {U} HTTP/1.1", HOST, "X-A: b\rc"]), "bad_request"),
+        ("bare_lf_line_end", f"GET {U} HTTP/1.1\r\n{HOST}\nX-A: b\r\n\r\n".encode(), "bad_request"),
+        ("space_before_colon", attack([f"GET {U} HTTP/1.1", HOST, "Content-Length : 0"]),
+         "bad_request"),
+        ("tab_before_colon", attack([f"GET {U} HTTP/1.1", HOST, "X-A\t: b"]), "bad_request"),
+        ("host_differs", attack([f"GET {U} HTTP/1.1", "Host: evil.s3.us-west-2.amazonaws.com"]),
+         "bad_request"),
+        ("host_port_differs", attack([f"GET {U} HTTP/1.1", f"Host: {MEDIA}:8080"]), "bad_request"),
+        ("two_hosts", attack([f"GET {U} HTTP/1.1", HOST, "Host: evil.example.com"]), "bad_request"),
+        ("no_host_http11", attack([f"GET {U} HTTP/1.1"]), "bad_request"),
+        ("connection_names_host", attack([f"GET {U} HTTP/1.1", HOST, "Connection: host"]),
+         "bad_request"),
+    ]
+
+    BODY_ATTACKS = [
+        ("chunk_size_overflow", b"10000000000000000\r\n" + b"a" * 16 + b"\r\n0\r\n\r\n"),
+        ("chunk_size_17_digits", b"00000000000000001\r\na\r\n0\r\n\r\n"),
+        ("chunk_size_not_hex", b"zz\r\nab\r\n0\r\n\r\n"),
+        ("chunk_size_negative", b"-1\r\na\r\n0\r\n\r\n"),
+        ("chunk_missing_crlf", b"3\r\nabcXX0\r\n\r\n"),
+        ("chunk_bare_lf", b"3\nabc\r\n0\r\n\r\n"),
+        ("chunk_space_then_size", b"3 4\r\nabc\r\n0\r\n\r\n"),
+        ("chunk_ext_control", b"3;a=\x01\r\nabc\r\n0\r\n\r\n"),
+        ("trailer_content_length", b"0\r\nContent-Length: 5\r\n\r\n"),
+        ("trailer_obs_fold", b"0\r\nX-A: b\r\n c\r\n\r\n"),
+    ]
+
+    SMUGGLED = f"GET http://{MEDIA}/smuggled HTTP/1.1\r\n{HOST}\r\n\r\n".encode()
+
+    def test_head_attacks_rejected_and_nothing_forwarded(self):
+        up = self.upstream()
+        self.start_forward(up)
+        for name, data, details in self.HEAD_ATTACKS:
+            with self.subTest(attack=name):
+                c = self.client()
+                # A smuggled request right behind the bad one: dropped with it.
+                try:
+                    c.send(data + self.SMUGGLED)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                reply = c.read_response()
+                self.assert_reply_error(reply, 400, "http_request_error", details)
+                self.assertTrue(c.closed(), "the connection stays open after a rejected request")
+                c.close()  # ends s3gate's linger: the line is written at once
+                rec = self.proxy.log_for_client(c.name)
+                self.assert_log(rec, decision="deny", reason=details, status=400, bytes_up=0)
+        time.sleep(0.2)
+        self.assertEqual(up.connections, [], "the upstream was contacted")
+        self.assertIn('s3gate_denied_total{reason="bad_framing"}', self.metrics())
+        self.assert_settled()
+
+    def test_bad_chunked_bodies_rejected_before_anything_is_sent(self):
+        up = self.upstream()
+        self.start_forward(up)
+        for name, body in self.BODY_ATTACKS:
+            with self.subTest(attack=name):
+                c = self.client()
+                data = (f"PUT http://{MEDIA}/k HTTP/1.1\r\n{self.HOST}\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n").encode() + body + self.SMUGGLED
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    c.send(data)
+                reply = c.read_response()
+                self.assert_reply_error(reply, 400, "http_request_error", "bad_framing")
+                self.assertTrue(c.closed())
+                c.close()
+                rec = self.proxy.log_for_client(c.name)
+                self.assert_log(rec, reason="bad_framing", status=400, bytes_up=0)
+        time.sleep(0.2)
+        self.assertEqual(sum(r["bytes_in"] for r in up.connections), 0,
+                         [bytes(r["raw"][:200]) for r in up.connections])
+        self.assertEqual(up.requests, [])
+
+    def test_bad_chunk_after_a_good_start_closes_both_sides(self):
+        up = self.upstream(responder=lambda req: [response(200, b"late")])
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.send(f"PUT http://{MEDIA}/k HTTP/1.1\r\n{self.HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "5\r\nhello\r\n".encode())
+        up.wait_requests(1)
+        c.send(b"10000000000000000\r\n" + self.SMUGGLED)
+        reply = c.read_response()
+        self.assert_reply_error(reply, 400, "http_request_error", "bad_framing")
+        self.assertTrue(c.closed())
+        c.close()
+        h.wait_until(lambda: up.connections[0]["done"], 5, message="the upstream connection closed")
+        self.assertFalse(up.requests[0]["complete"], "the upstream saw a complete request")
+        self.assertNotIn(b"smuggled", bytes(up.connections[0]["raw"]))
+        self.assertEqual(len(up.requests), 1)
+
+    def test_smuggling_behind_a_good_request_is_framed_as_its_own_request(self):
+        # A body that hides a request: with one framing for both hops, the hidden
+        # bytes are the body, and they arrive as the body, nothing more.
+        up = self.upstream()
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        hidden = self.SMUGGLED
+        c.send(request("POST", f"http://{MEDIA}/a", body=hidden))
+        self.assertEqual(c.read_response().status, 200)
+        self.assertEqual(len(up.requests), 1)
+        self.assertEqual(up.requests[0]["body"], hidden)
+        # a second request on the same connection, decided on its own
+        c.send(request("GET", f"http://{MEDIA}/b"))
+        self.assertEqual(c.read_response().body, b"ok:/b")
+
+
+# ---------------------------------------------------------------------------
+# per-request decisions
+
+
+class DecisionTest(ForwardCase):
+    def test_each_request_on_a_connection_is_decided(self):
+        up = self.upstream()
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/ok"))
+        self.assertEqual(c.read_response().body, b"ok:/ok")
+        c.send(request("GET", f"http://{h.s3_name('secret')}/x"))
+        reply = c.read_response()
+        self.assert_reply_error(reply, 403, "http_request_denied", "bucket_not_allowed")
+        self.assertTrue(c.closed())
+        c.close()
+        lines = self.log_lines(c, 2)
+        self.assert_log(lines[0], decision="allow", bucket="media", status=200)
+        self.assert_log(lines[1], decision="deny", reason="bucket_not_allowed", bucket="secret",
+                        status=403, host=h.s3_name("secret"))
+        self.assertEqual([r["target"] for r in up.requests], ["/ok"])
+
+    def test_read_only_rule_limits_methods(self):
+        up = self.upstream()
+        self.start_forward(up)
+        ro = h.s3_name("ro-data")
+        c = self.client()
+        c.send(request("GET", f"http://{ro}/a"))
+        self.assertEqual(c.read_response().status, 200)
+        c.send(request("HEAD", f"http://{ro}/a"))
+        self.assertEqual(c.read_response("HEAD").status, 200)
+        for method in ("PUT", "DELETE", "POST"):
+            with self.subTest(method=method):
+                c2 = self.client()
+                c2.send(request(method, f"http://{ro}/a", body=b"data"))
+                reply = c2.read_response()
+                self.assert_reply_error(reply, 403, "http_request_denied", "method_not_allowed")
+                c2.close()
+                rec = self.proxy.log_for_client(c2.name)
+                self.assert_log(rec, decision="deny", reason="method_not_allowed", rule="ro-*",
+                                bucket="ro-data", method=method)
+        self.assertEqual([r["method"] for r in up.requests], ["GET", "HEAD"])
+
+    def test_path_style_bucket_from_first_segment(self):
+        up = self.upstream()
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("GET", f"http://{S3_ENDPOINT}/media/shot/1.exr"))
+        self.assertEqual(c.read_response().body, b"ok:/media/shot/1.exr")
+        self.assertEqual(up.requests[0]["head"],
+                         f"GET /media/shot/1.exr HTTP/1.1\r\nHost: {S3_ENDPOINT}\r\n\r\n".encode())
+        self.assertEqual(up.connections[0]["sni"], S3_ENDPOINT)
+        rec = self.log_lines(c, 1)[0]
+        self.assert_log(rec, bucket="media", rule="media", host=S3_ENDPOINT, decision="allow")
+        c.send(request("PUT", f"http://{S3_ENDPOINT}/ro-x/k", body=b"1"))
+        self.assert_reply_error(c.read_response(), 403, "http_request_denied", "method_not_allowed")
+        for path, status, error, details in [
+                ("/secret/k", 403, "http_request_denied", "bucket_not_allowed"),
+                ("/media%2F..%2Fsecret/k", 400, "http_request_error", "bad_request"),
+                ("/media%2fx", 400, "http_request_error", "bad_request"),
+                ("/med%69a/k", 200, None, None)]:
+            with self.subTest(path=path):
+                c2 = self.client()
+                c2.send(request("GET", f"http://{S3_ENDPOINT}{path}"))
+                reply = c2.read_response()
+                if status == 200:
+                    self.assertEqual(reply.status, 200)
+                else:
+                    self.assert_reply_error(reply, status, error, details)
+        self.assertEqual([r["target"] for r in up.requests], ["/media/shot/1.exr", "/med%69a/k"])
+
+    def test_port_other_than_80_refused(self):
+        up = self.upstream()
+        self.start_forward(up)
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}:443/k"))
+        self.assert_reply_error(c.read_response(), 403, "http_request_denied", "port_not_allowed")
+        self.assertEqual(up.connections, [])
+
+
+# ---------------------------------------------------------------------------
+# upstream TLS failures
+
+
+class UpstreamTlsTest(ForwardCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.extra = ExtraPki(tempfile.mkdtemp(prefix="extra-pki-", dir=cls.tmp))
+
+    def tls_failure(self, ctx, expect_in_body=None):
+        up = self.upstream(tls_ctx=ctx)
+        self.start_forward(up, ca_file=self.extra.ca_file)
+        c = self.client()
+        c.send(request("PUT", f"http://{MEDIA}/k", body=b"secret payload"))
+        reply = c.read_response()
+        self.assert_reply_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
+        if expect_in_body:
+            self.assertIn(expect_in_body, reply.body.decode().lower())
+        self.assertTrue(c.closed())
+        c.close()
+        rec = self.proxy.log_for_client(c.name)
+        self.assert_log(rec, decision="allow", reason="upstream_tls_failed", status=502)
+        self.assertEqual(up.requests, [])
+        self.assertEqual(sum(r["bytes_in"] for r in up.connections), 0)
+        self.assertIn('s3gate_upstream_errors_total{reason="tls"} 1', self.metrics())
+        return up
+
+    def test_good_certificate_from_ca_file(self):
+        up = self.upstream(tls_ctx=ExtraPki.context(self.extra.good))
+        self.start_forward(up, ca_file=self.extra.ca_file)
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/k"))
+        self.assertEqual(c.read_response().status, 200)
+        self.assertIn(up.connections[0]["version"], ("TLSv1.2", "TLSv1.3"))
+
+    def test_wrong_ca(self):
+        self.tls_failure(self.pki.server_context(), "certificate verify failed")
+
+    def test_wrong_name(self):
+        self.tls_failure(ExtraPki.context(self.extra.wrong_name), "hostname mismatch")
+
+    def test_expired(self):
+        self.tls_failure(ExtraPki.context(self.extra.expired), "expired")
+
+    def test_tls_below_1_2_refused(self):
+        ctx = ExtraPki.context(self.extra.good)
+        try:
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        except (ValueError, ssl.SSLError) as exc:
+            self.skipTest(f"this Python/OpenSSL cannot serve TLS 1.1: {exc}")
+        self.tls_failure(ctx)
+
+    def test_upstream_not_speaking_tls(self):
+        up = self.upstream(plain=True)
+        # the plain server listens on :80; s3gate with upstream_tls goes to :443 of
+        # the same address: put a plain HTTP server there instead.
+        ip, listener = bind_fresh_ip(443)
+        self.addCleanup(listener.close)
+        up.stop()
+        self.start_proxy(config=self.forward_config(ip))
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/k"))
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        conn.recv(1024)  # the ClientHello
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+        reply = c.read_response()
+        self.assert_reply_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
+
+
+# ---------------------------------------------------------------------------
+# large bodies in bounded memory
+
+
+class LargeBodyTest(ForwardCase):
+    def setUp(self):
+        super().setUp()
+        if asan_binary():
+            # ASan's quarantine keeps freed memory (OpenSSL frees and allocates
+            # its record buffers all the time) and would count as growth here.
+            old = os.environ.get("ASAN_OPTIONS")
+            os.environ["ASAN_OPTIONS"] = (old + ":" if old else "") + "quarantine_size_mb=1"
+            self.addCleanup(lambda: os.environ.__setitem__("ASAN_OPTIONS", old) if old is not None
+                            else os.environ.pop("ASAN_OPTIONS", None))
+
+    def test_large_put_and_get_stream_in_bounded_memory(self):
+        size = big_size()
+        expected = h.pattern_sha256(size)
+
+        def responder(req):
+            if req["method"] == "PUT":
+                return [response(200, req["sha256"].encode() + b" %d" % req["body_len"])]
+            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+                    h.pattern_chunks(size)]
+        up = self.upstream(responder=responder)
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/warm"))
+        c.read_response()
+        time.sleep(0.2)
+        baseline = rss_kib(self.proxy.pid)
+        watch = RssWatch(self.proxy.pid)
+        try:
+            started = time.monotonic()
+            c.send(request("PUT", f"http://{MEDIA}/big", length=size))
+            for piece in h.pattern_chunks(size):
+                c.sock.sendall(piece)
+            reply = c.read_response(timeout=120)
+            self.assertEqual(reply.body.decode(), f"{expected} {size}")
+            put_seconds = time.monotonic() - started
+            started = time.monotonic()
+            digest = hashlib.sha256()
+            got = [0]
+
+            def sink(data):
+                digest.update(data)
+                got[0] += len(data)
+            c.send(request("GET", f"http://{MEDIA}/big"))
+            reply = c.read_response(timeout=120, sink=sink)
+            get_seconds = time.monotonic() - started
+        finally:
+            peak = watch.stop()
+        self.assertEqual((reply.status, got[0], digest.hexdigest()), (200, size, expected))
+        growth_mib = (peak - baseline) / 1024
+        print(f"\n  {size >> 20} MiB PUT {put_seconds:.1f}s, GET {get_seconds:.1f}s; "
+              f"RSS {baseline >> 10} MiB -> peak {peak >> 10} MiB", file=sys.stderr)
+        self.assertLess(growth_mib, 64, f"RSS grew by {growth_mib:.0f} MiB for a {size >> 20} MiB body")
+        lines = self.log_lines(c, 3)
+        self.assertGreater(lines[1]["bytes_up"], size)
+        self.assertGreater(lines[2]["bytes_down"], size)
+        self.assertEqual(len(up.connections), 1)
+
+    def test_slow_client_backpressure(self):
+        # The client stalls, then reads a 64 MiB response in small slow pieces:
+        # s3gate stops reading the upstream instead of buffering the body, and
+        # its buffer does not grow while the client drains it a little at a time.
+        size = 64 << 20
+
+        def responder(req):
+            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+                    h.pattern_chunks(size)]
+        up = self.upstream(responder=responder)
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.send(request("GET", f"http://{MEDIA}/warm"))
+        c.read_response()
+        baseline = rss_kib(self.proxy.pid)
+        watch = RssWatch(self.proxy.pid)
+        try:
+            c.send(request("GET", f"http://{MEDIA}/big"))
+            time.sleep(1.0)  # the client reads nothing: everything waits in kernel buffers
+            stalled = rss_kib(self.proxy.pid)
+            digest = hashlib.sha256()
+            got = [0]
+
+            def sink(data):
+                digest.update(data)
+                got[0] += len(data)
+                if got[0] < (16 << 20):
+                    time.sleep(0.0005)  # slow at first: s3gate sees partial writes
+            reply = c.read_response(timeout=60, sink=sink)
+        finally:
+            peak = watch.stop()
+        self.assertLess((stalled - baseline) / 1024, 16, "s3gate buffered a stalled client's response")
+        self.assertEqual((reply.status, got[0], digest.hexdigest()), (200, size, h.pattern_sha256(size)))
+        self.assertLess((peak - baseline) / 1024, 16,
+                        f"RSS grew from {baseline >> 10} to {peak >> 10} MiB for a slow reader")
+
+
+# ---------------------------------------------------------------------------
+# real S3 clients against moto over TLS
+
+
+class MotoAt:
+    """moto's S3 on 127.0.0.X:443 with the harness leaf certificate."""
+
+    def __init__(self, pki, workdir):
+        self.ip = fresh_ip(443)
+        self.log_path = os.path.join(workdir, "moto.log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", self.ip, "-p", "443",
+             "-c", pki.cert_file, "-k", pki.key_file],
+            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=h.clean_env({"PYTHONDONTWRITEBYTECODE": "1"}))
+        ctx = pki.client_context()
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"moto exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection((self.ip, 443), timeout=1) as s:
+                    with ctx.wrap_socket(s, server_hostname=S3_ENDPOINT) as t:
+                        t.sendall(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        t.settimeout(5)
+                        return t.recv(64).startswith(b"HTTP/1.")
+            except (OSError, ssl.SSLError):
+                return False
+        h.wait_until(ready, 60, interval=0.2, message="moto to answer over TLS")
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-4000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        _taken_ips.discard(self.ip)
+
+
+class CountingRelay:
+    """TCP relay on 127.0.0.X:443 to `target`, counting connections (TLS passes through)."""
+
+    def __init__(self, target):
+        self.target = target
+        self.ip, self._listener = bind_fresh_ip(443)
+        self._listener.settimeout(0.1)
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._socks = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        for _ in iter(int, 1):
+            if self._stop.is_set():
+                return
+            try:
+                a, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                b = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                a.close()
+                continue
+            self._socks += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        src.settimeout(120)
+        with contextlib.suppress(OSError):
+            for _ in iter(int, 1):
+                data = src.recv(1 << 18)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        self._listener.close()
+        for s in self._socks:
+            with contextlib.suppress(OSError):
+                s.close()
+        _taken_ips.discard(self.ip)
+
+
+MOTO_MISSING = h.moto_available()
+
+
+@unittest.skipIf(MOTO_MISSING is not None, MOTO_MISSING or "")
+class RealClientTest(ForwardCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.moto = MotoAt(cls.pki, cls.tmp)
+            cls.relay = CountingRelay((cls.moto.ip, 443))
+        except Exception:
+            cls.tearDownClass()
+            raise
+        cls.endpoint = f"http://{S3_ENDPOINT}"
+        cls.aws_config = os.path.join(cls.tmp, "aws-config")
+        with open(cls.aws_config, "w") as f:
+            f.write(f"[default]\nregion = {h.REGION}\ns3 =\n  addressing_style = virtual\n")
+
+    @classmethod
+    def tearDownClass(cls):
+        for name in ("relay", "moto"):
+            obj = getattr(cls, name, None)
+            if obj is not None:
+                obj.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.start_proxy(config=self.forward_config(self.relay.ip, {"workers": 1}))
+
+    def s3(self):
+        import boto3
+        from botocore.config import Config
+        return boto3.client(
+            "s3", region_name=h.REGION, endpoint_url=self.endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(proxies={"http": f"http://127.0.0.1:{self.proxy.port}"},
+                          s3={"addressing_style": "virtual"}, retries={"max_attempts": 1},
+                          connect_timeout=10, read_timeout=60))
+
+    def bucket(self, s3, name):
+        import botocore.exceptions
+        try:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": h.REGION})
+        except botocore.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def aws(self, *args, timeout=60):
+        env = h.clean_env({
+            "HTTP_PROXY": f"http://127.0.0.1:{self.proxy.port}",
+            "AWS_CONFIG_FILE": self.aws_config,
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "no-credentials"),
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": h.REGION, "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_MAX_ATTEMPTS": "1",
+        })
+        for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "NO_PROXY", "no_proxy"):
+            env.pop(k, None)
+        return subprocess.run(["aws"] + list(args) + ["--endpoint-url", self.endpoint], env=env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def test_boto3_put_get_list_multipart_delete(self):
+        s3 = self.s3()
+        before = self.relay.accepted
+        self.bucket(s3, "media")
+        s3.put_object(Bucket="media", Key="shot/010.exr", Body=b"frame 10")
+        self.assertEqual(s3.get_object(Bucket="media", Key="shot/010.exr")["Body"].read(), b"frame 10")
+        s3.head_object(Bucket="media", Key="shot/010.exr")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="media", Prefix="shot/")["Contents"]]
+        self.assertIn("shot/010.exr", keys)
+        part = h.pattern_block() * 5
+        up = s3.create_multipart_upload(Bucket="media", Key="multi.bin")
+        etags = []
+        for n, data in ((1, part), (2, b"tail")):
+            r = s3.upload_part(Bucket="media", Key="multi.bin", UploadId=up["UploadId"],
+                               PartNumber=n, Body=data)
+            etags.append({"PartNumber": n, "ETag": r["ETag"]})
+        s3.complete_multipart_upload(Bucket="media", Key="multi.bin", UploadId=up["UploadId"],
+                                     MultipartUpload={"Parts": etags})
+        got = s3.get_object(Bucket="media", Key="multi.bin")["Body"].read()
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(part + b"tail").digest())
+        s3.delete_object(Bucket="media", Key="multi.bin")
+        s3.delete_object(Bucket="media", Key="shot/010.exr")
+        self.assertNotIn("Contents", s3.list_objects_v2(Bucket="media", Prefix="shot/"))
+        used = self.relay.accepted - before
+
+        def http_lines():
+            return [r for r in self.proxy.access_lines() if r.get("kind") == "http"]
+        h.wait_until(lambda: len(http_lines()) >= max(used, 12), 5, message="every request's log line")
+        lines = http_lines()
+        self.assertTrue(all(r["decision"] == "allow" and r["bucket"] == "media" for r in lines), lines)
+        # boto3 kept one connection to s3gate for all of them; moto (werkzeug) ends
+        # every response with "Connection: close", so s3gate honoured that and
+        # never reused one of its connections (KeepAliveTest shows the pool).
+        self.assertEqual(len({r["client"] for r in lines}), 1, lines)
+        self.assertTrue(all(r["close"] == "keep_alive" for r in lines), lines)
+        self.assertEqual(used, len(lines), "an upstream connection reused after Connection: close")
+        # a bucket outside the allow-list, through the same client
+        import botocore.exceptions
+        with self.assertRaises(botocore.exceptions.ClientError) as ctx:
+            s3.list_objects_v2(Bucket="secret")
+        self.assertEqual(ctx.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
+
+    @unittest.skipIf(shutil.which("aws") is None, "aws CLI not on PATH")
+    def test_aws_cli_cp_multipart_ls_rm(self):
+        self.bucket(self.s3(), "media")
+        path = os.path.join(self.workdir, "big.bin")
+        size = 17 << 20  # above the CLI's 8 MiB multipart threshold: parallel parts
+        with open(path, "wb") as f:
+            for chunk in h.pattern_chunks(size):
+                f.write(chunk)
+        r = self.aws("s3", "cp", path, "s3://media/cli/big.bin")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = self.aws("s3", "ls", "s3://media/cli/")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("big.bin", r.stdout)
+        back = os.path.join(self.workdir, "back.bin")
+        r = self.aws("s3", "cp", "s3://media/cli/big.bin", back)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(back, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), h.pattern_sha256(size))
+        r = self.aws("s3", "rm", "s3://media/cli/big.bin")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = [x for x in self.proxy.access_lines() if x.get("kind") == "http"]
+        methods = {x["method"] for x in lines}
+        self.assertTrue({"PUT", "POST", "GET", "DELETE"} <= methods, methods)
+        self.assertGreater(sum(x["bytes_up"] for x in lines), size)
+        r = self.aws("s3", "ls", "s3://secret/")
+        self.assertNotEqual(r.returncode, 0)
+
+    @unittest.skipIf(shutil.which("curl") is None, "curl not on PATH")
+    def test_curl_put_with_expect_and_get(self):
+        self.bucket(self.s3(), "media")
+        self.proxy.wait_for_log(lambda r: r.get("kind") == "http")  # the bucket's creation
+        skip = len(self.proxy.access_lines())
+        path = os.path.join(self.workdir, "c.bin")
+        size = 3 << 20  # curl sends Expect: 100-continue above 1 MiB
+        with open(path, "wb") as f:
+            for chunk in h.pattern_chunks(size):
+                f.write(chunk)
+        proxy = f"http://127.0.0.1:{self.proxy.port}"
+        env = h.clean_env()
+        sign = ["--aws-sigv4", f"aws:amz:{h.REGION}:s3", "--user", "testing:testing"]
+        r = subprocess.run(["curl", "-sS", "-f", "-x", proxy] + sign + ["-T", path, "-o", "/dev/null",
+                            "-w", "%{http_code}", f"http://{MEDIA}/curl/c.bin"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual((r.returncode, r.stdout), (0, "200"), r.stderr)
+        r = subprocess.run(["curl", "-sS", "-f", "-x", proxy] + sign + [f"http://{MEDIA}/curl/c.bin",
+                            f"http://{MEDIA}/curl/c.bin", "-o", os.path.join(self.workdir, "1"),
+                            "-o", os.path.join(self.workdir, "2")],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for name in ("1", "2"):
+            with open(os.path.join(self.workdir, name), "rb") as f:
+                self.assertEqual(hashlib.sha256(f.read()).hexdigest(), h.pattern_sha256(size))
+        # chunked upload from stdin
+        r = subprocess.run(["curl", "-sS", "-f", "-x", proxy] + sign + ["-T", "-", "-H",
+                            "Transfer-Encoding: chunked", f"http://{MEDIA}/curl/chunked"],
+                           input=b"streamed body", capture_output=True, timeout=60, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = subprocess.run(["curl", "-sS", "-x", proxy, "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://{h.s3_name('secret')}/x"], capture_output=True, text=True,
+                           timeout=30, env=env)
+        self.assertEqual(r.stdout, "403")
+        lines = [x for x in self.proxy.access_lines()[skip:] if x.get("kind") == "http"]
+        self.assertEqual([x["status"] for x in lines], [200, 200, 200, 200, 403], lines)
+        self.assertEqual(lines[1]["client"], lines[2]["client"], "curl's two GETs on one connection")
+
+
+if __name__ == "__main__":
+    unittest.main()
