@@ -11,6 +11,8 @@ packages=(
   catch2 curl openssl python3 ca-certificates procps prometheus
   # packaging: CPack DEB and RPM, the man page, and their checks
   rpm lintian scdoc file man-db systemd
+  # the fleet test: HAProxy plays the NLB
+  haproxy
 )
 
 missing=()
