@@ -547,11 +547,9 @@ HeadPieces rewriteRequestHead(const RequestHead& head, ConnectionField add) {
   out.append(path, raw);
   const size_t target_end =
       static_cast<size_t>(head.target_text.data() - raw.data()) + head.target_text.size();
-  if (head.version_minor == 1) {
-    out.append(raw.substr(target_end, 1 + kVersion11.size() + kCrlf.size()), raw);
-  } else {
-    out.append(" HTTP/1.1\r\n");
-  }
+  // The client's own version goes on: an HTTP/1.0 request must not be
+  // answered with chunked framing, which an HTTP/1.0 client cannot read.
+  out.append(raw.substr(target_end, 1 + kVersion11.size() + kCrlf.size()), raw);
   appendEndToEndFields(out, raw, head.headers);
   if (!authority.empty() && findField(head.headers, "host") == nullptr) {
     out.append("Host: ");
