@@ -13,6 +13,8 @@ packages=(
   rpm lintian scdoc file man-db systemd
   # the fleet test: HAProxy plays the NLB
   haproxy
+  # the fleet template test reads CloudFormation YAML
+  python3-yaml
 )
 
 missing=()

@@ -1,10 +1,15 @@
 #include "proxy/relay.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "proxy/event_ptr.h"
+#include "proxy/pipe_pool.h"
 
 namespace s3gate {
 
@@ -32,23 +37,45 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// One direction of the tunnel: bytes read from `src` wait in `buf` for `dst`.
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+// One direction of the tunnel. Bytes read from `src` wait for `dst` either in
+// `buf` (copied through the process: TLS, the inspector, prefixes, or no pipe
+// to be had) or in `pipe` (spliced between two plain sockets), never in both:
+// the way is chosen afresh whenever the direction holds no bytes.
 struct Flow {
   Stream* src = nullptr;
   Stream* dst = nullptr;
-  std::unique_ptr<char[]> buf;  // allocated when bytes first flow
+  // Plain sockets at either end: a short read means the socket is drained, a
+  // short write that it is full (TLS records make neither true for TLS).
+  bool src_plain = false;
+  bool dst_plain = false;
+  bool can_splice = false;  // both plain, zero_copy on, and splice not refused
+
+  std::unique_ptr<char[]> buf;  // allocated when bytes flow, freed when idle
   size_t capacity = 0;
   size_t begin = 0;  // first byte not yet written
   size_t end = 0;    // one past the last byte read
+
+  Pipe pipe;               // held while bytes flow, back to the pool when idle
+  size_t in_pipe = 0;      // bytes spliced in and not yet out
+  bool pipe_full = false;  // a splice into the pipe would block (its slots are used)
+
   bool src_eof = false;
   bool done = false;        // EOF passed on as a write shutdown
   uint64_t bytes = 0;       // bytes written to dst
   uint64_t uncounted = 0;   // leading bytes not to count (the 200 head)
-  bool read_blocked = false;   // the last read would block
-  bool write_blocked = false;  // the last write would block
+  bool read_blocked = false;   // the last read would block (or drained the socket)
+  bool write_blocked = false;  // the last write would block (or filled the socket)
 
-  size_t pending() const { return end - begin; }
-  bool full() const { return buf && pending() == capacity; }
+  size_t buffered() const { return end - begin; }
+  size_t pending() const { return buffered() + in_pipe; }
+  bool full() const {
+    if (in_pipe > 0) {
+      return pipe_full || in_pipe >= pipe.capacity();
+    }
+    return buf && buffered() == capacity;
+  }
   bool wantsRead() const { return !src_eof && !full(); }
   void ensureBuffer(size_t want) {
     if (!buf) {
@@ -67,13 +94,27 @@ class StreamRelay final : public Relay {
         upstream_(std::move(upstream)),
         options_(options),
         inspector_(std::move(inspector)),
-        on_done_(std::move(on_done)) {
+        on_done_(std::move(on_done)),
+        pool_(&PipePool::local()),
+        pool_thread_(std::this_thread::get_id()) {
+    pool_->attach();
     up_.src = client_.get();
     up_.dst = upstream_.get();
     down_.src = upstream_.get();
     down_.dst = client_.get();
-    up_.capacity = down_.capacity = options_.buffer_bytes;
+    for (Flow* d : {&up_, &down_}) {
+      d->capacity = options_.buffer_bytes;
+      d->src_plain = !d->src->isTls();
+      d->dst_plain = !d->dst->isTls();
+      d->can_splice = options_.zero_copy && d->src_plain && d->dst_plain;
+      // A plain socket is read once it reports readable (no EAGAIN first,
+      // and no pipe for a direction that never carries a byte). A TLS stream
+      // is tried at once: OpenSSL may hold bytes from the handshake.
+      d->read_blocked = d->src_plain;
+    }
   }
+
+  ~StreamRelay() override { dropPipes(); }
 
   bool init(std::string prefix_up, std::string prefix_down) {
     client_read_.reset(event_new(base_, client_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
@@ -122,16 +163,14 @@ class StreamRelay final : public Relay {
       return;
     }
     // Readiness on a socket may unblock both what reads from it and what
-    // writes to it (TLS can need either for either).
+    // writes to it (TLS can need either for either). The kick (no socket)
+    // unblocks nothing: a blocked operation waits for its socket.
     if (fd == self->client_->fd()) {
       self->up_.read_blocked = false;
       self->down_.write_blocked = false;
     } else if (fd == self->upstream_->fd()) {
       self->down_.read_blocked = false;
       self->up_.write_blocked = false;
-    } else {
-      self->up_.read_blocked = self->down_.read_blocked = false;
-      self->up_.write_blocked = self->down_.write_blocked = false;
     }
     self->pumpAll();
   }
@@ -167,20 +206,50 @@ class StreamRelay final : public Relay {
     }
   }
 
-  // One step for one direction: write what is buffered, read more if there is
+  // One step for one direction: write what is held, read more if there is
   // room, write again. Returns whether any byte moved or any state changed.
+  // Neither a read nor a write is retried once it blocked until its socket
+  // reports ready (or OpenSSL holds bytes already read).
   bool move(Flow& d) {
-    bool progress = d.write_blocked ? false : pump(d);
-    // A read that would block is not retried until its socket reports ready
-    // (or OpenSSL holds bytes already read from it).
-    if (finished_ || !d.wantsRead() || (d.read_blocked && !d.src->hasBufferedInput())) {
-      return progress;
+    bool progress = d.write_blocked ? false : flush(d);
+    if (finished_) {
+      return true;
     }
-    progress |= readInto(d);
-    if (!finished_) {
-      progress |= pump(d);
+    if (d.wantsRead() && !(d.read_blocked && !d.src->hasBufferedInput())) {
+      progress |= fill(d);
+      if (finished_) {
+        return true;
+      }
+      if (!d.write_blocked) {
+        progress |= flush(d);
+        if (finished_) {
+          return true;
+        }
+      }
+    }
+    if (d.pending() == 0 && d.read_blocked && !d.src->hasBufferedInput()) {
+      // Idle: an idle direction holds neither a pipe nor a buffer.
+      pool_->release(std::move(d.pipe), true);
+      d.buf.reset();
+      d.begin = d.end = 0;
     }
     return progress;
+  }
+
+  // Reads from the source: spliced into the pipe when the direction may be
+  // spliced and holds nothing in its buffer, else into the buffer.
+  bool fill(Flow& d) {
+    if (d.buffered() == 0 && d.in_pipe == 0) {
+      bool splice = d.can_splice && !(&d == &up_ && inspector_);
+      if (splice && !d.pipe) {
+        d.pipe = pool_->acquire();  // none to be had: copy through the buffer
+      }
+      if (d.pipe) {
+        d.buf.reset();
+        d.begin = d.end = 0;
+      }
+    }
+    return d.pipe ? spliceIn(d) : readInto(d);
   }
 
   bool readInto(Flow& d) {
@@ -188,25 +257,26 @@ class StreamRelay final : public Relay {
     if (d.begin == d.end) {
       d.begin = d.end = 0;
     } else if (d.end == d.capacity) {
-      std::memmove(d.buf.get(), d.buf.get() + d.begin, d.pending());
+      std::memmove(d.buf.get(), d.buf.get() + d.begin, d.buffered());
       d.end -= d.begin;
       d.begin = 0;
     }
-    Stream::Result r = d.src->read(d.buf.get() + d.end, d.capacity - d.end);
+    size_t room = d.capacity - d.end;
+    Stream::Result r = d.src->read(d.buf.get() + d.end, room);
     d.read_blocked = r.status == Stream::Io::would_block;
     switch (r.status) {
       case Stream::Io::ok:
         d.end += r.bytes;
         last_activity_ = Clock::now();
         inspect_needs_more_ = false;
+        // A plain socket that gave less than asked for is drained: the next
+        // read waits for readiness instead of failing with EAGAIN.
+        d.read_blocked = d.src_plain && r.bytes < room;
         return r.bytes > 0;
       case Stream::Io::would_block:
         return false;
       case Stream::Io::eof:
-        d.src_eof = true;
-        if (first_eof_ == nullptr) {
-          first_eof_ = &d;
-        }
+        sourceEof(d);
         return true;
       case Stream::Io::error:
         finish(&d == &up_ ? RelayClose::client_error : RelayClose::upstream_error);
@@ -215,8 +285,89 @@ class StreamRelay final : public Relay {
     return false;
   }
 
-  // Writes what is buffered in `d`; passes EOF on when the buffer is empty.
-  bool pump(Flow& d) {
+  void sourceEof(Flow& d) {
+    d.src_eof = true;
+    if (first_eof_ == nullptr) {
+      first_eof_ = &d;
+    }
+  }
+
+  // splice(2) from the source socket into the pipe, at most up to its capacity
+  // (the bound on what a direction holds).
+  bool spliceIn(Flow& d) {
+    size_t room = d.pipe.capacity() - d.in_pipe;
+    while (true) {
+      ssize_t n = splice(d.src->fd(), nullptr, d.pipe.writeFd(), nullptr, room, kSpliceFlags);
+      if (n > 0) {
+        d.in_pipe += static_cast<size_t>(n);
+        last_activity_ = Clock::now();
+        // Short: the socket is drained (or the pipe's slots are used up,
+        // which the next attempt finds out).
+        d.read_blocked = static_cast<size_t>(n) < room;
+        return true;
+      }
+      if (n == 0) {
+        sourceEof(d);
+        return true;
+      }
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN) {
+        // With bytes in the pipe it is the pipe that is full (its slots can
+        // run out before its bytes): wait for the destination to drain it.
+        if (d.in_pipe > 0) {
+          d.pipe_full = true;
+        } else {
+          d.read_blocked = true;
+        }
+        return false;
+      }
+      if ((errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) && d.in_pipe == 0) {
+        // These sockets cannot be spliced: copy through the buffer instead.
+        d.can_splice = false;
+        pool_->release(std::move(d.pipe), true);
+        return readInto(d);
+      }
+      finish(&d == &up_ ? RelayClose::client_error : RelayClose::upstream_error);
+      return true;
+    }
+  }
+
+  // splice(2) from the pipe to the destination socket; counts what went out.
+  bool spliceOut(Flow& d) {
+    bool progress = false;
+    while (d.in_pipe > 0) {
+      ssize_t n =
+          splice(d.pipe.readFd(), nullptr, d.dst->fd(), nullptr, d.in_pipe, kSpliceFlags);
+      if (n > 0) {
+        size_t moved = static_cast<size_t>(n);
+        bool short_write = moved < d.in_pipe;
+        d.in_pipe -= moved;
+        d.bytes += moved;
+        d.pipe_full = false;
+        progress = true;
+        if (short_write) {
+          d.write_blocked = true;  // the socket is full
+          return true;
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      if (n < 0 && errno == EAGAIN) {
+        d.write_blocked = true;
+        return progress;
+      }
+      finish(&d == &up_ ? RelayClose::upstream_error : RelayClose::client_error);
+      return true;
+    }
+    return progress;
+  }
+
+  // Writes what `d` holds; passes EOF on once it holds nothing.
+  bool flush(Flow& d) {
     if (&d == &up_ && inspector_) {
       if (!inspectFirstBytes()) {
         return false;
@@ -224,12 +375,23 @@ class StreamRelay final : public Relay {
     }
     bool progress = false;
     d.write_blocked = false;
-    while (d.pending() > 0) {
-      Stream::Result r = d.dst->write(d.buf.get() + d.begin, d.pending());
+    if (d.in_pipe > 0) {
+      progress = spliceOut(d);
+      if (finished_ || d.in_pipe > 0) {
+        return progress;
+      }
+    }
+    while (d.buffered() > 0) {
+      size_t want = d.buffered();
+      Stream::Result r = d.dst->write(d.buf.get() + d.begin, want);
       if (r.status == Stream::Io::ok && r.bytes > 0) {
         d.begin += r.bytes;
         d.bytes += r.bytes;  // relayed, not merely read
         progress = true;
+        if (d.dst_plain && r.bytes < want) {
+          d.write_blocked = true;  // the socket is full: wait for it
+          return progress;
+        }
         continue;
       }
       if (r.status == Stream::Io::would_block) {
@@ -243,6 +405,8 @@ class StreamRelay final : public Relay {
     if (d.src_eof && !d.done) {
       d.done = true;
       d.dst->shutdownWrite();
+      pool_->release(std::move(d.pipe), true);
+      d.buf.reset();
       progress = true;
       if (up_.done && down_.done) {
         finish(first_eof_ == &up_ ? RelayClose::client_eof : RelayClose::upstream_eof);
@@ -260,7 +424,7 @@ class StreamRelay final : public Relay {
       return false;  // nothing new since the inspector asked for more
     }
     InspectVerdict verdict =
-        inspector_(std::string_view(up_.buf ? up_.buf.get() + up_.begin : "", up_.pending()));
+        inspector_(std::string_view(up_.buf ? up_.buf.get() + up_.begin : "", up_.buffered()));
     if (verdict == InspectVerdict::need_more && !up_.src_eof && !up_.full()) {
       inspect_needs_more_ = true;
       return false;
@@ -323,6 +487,26 @@ class StreamRelay final : public Relay {
     armIdleTimer(options_.idle_timeout - idle);
   }
 
+  // Gives the pipes back (empty ones to the pool, the others closed) and
+  // leaves the pool. Off the thread that started the relay (its pool may be
+  // gone) the pipes are simply closed.
+  void dropPipes() {
+    if (pool_ == nullptr) {
+      return;
+    }
+    if (std::this_thread::get_id() == pool_thread_) {
+      for (Flow* d : {&up_, &down_}) {
+        pool_->release(std::move(d->pipe), d->in_pipe == 0);
+      }
+      pool_->detach();
+    }
+    for (Flow* d : {&up_, &down_}) {
+      d->pipe.reset();
+      d->in_pipe = 0;
+    }
+    pool_ = nullptr;
+  }
+
   void finish(RelayClose close) {
     if (finished_) {
       return;
@@ -341,6 +525,7 @@ class StreamRelay final : public Relay {
     down_.buf.reset();
     RelayResult result = progress();
     result.close = close;
+    dropPipes();
     if (on_done_) {
       DoneCallback done = std::move(on_done_);
       done(result);
@@ -353,6 +538,8 @@ class StreamRelay final : public Relay {
   RelayOptions options_;
   FirstBytesInspector inspector_;
   DoneCallback on_done_;
+  PipePool* pool_;  // this thread's; null once the pipes are given back
+  std::thread::id pool_thread_;
   Flow up_;
   Flow down_;
   const Flow* first_eof_ = nullptr;

@@ -6,9 +6,21 @@
 //
 // Contract:
 // - The relay owns both streams from start() on and closes them when it ends.
-// - Memory is bounded: one buffer per direction, allocated when bytes first flow
-//   in that direction. A full buffer stops reading its source until the
-//   destination has taken bytes (a slow reader slows its writer).
+// - Memory is bounded: one buffer per direction, allocated when bytes flow in
+//   that direction and freed when it is idle again. A full buffer stops reading
+//   its source until the destination has taken bytes (a slow reader slows its
+//   writer).
+// - Zero copy: between two plain sockets (`zero_copy`, the default) bytes move
+//   with splice(2), socket to pipe to socket, without passing through the
+//   process. The pipe takes the buffer's place (bounded by the pipe's size,
+//   PipePool::kPipeBytes, instead of buffer_bytes); it is taken from a
+//   per-thread pool when bytes flow in a direction and given back when the
+//   direction is idle, so an idle tunnel holds neither pipe nor buffer, and a
+//   busy one two pipe descriptors per direction on top of its two sockets
+//   (proxy/pipe_pool.h has the bounds). A direction copies through its buffer
+//   while the inspector looks at the client's first bytes, while a prefix is
+//   being written, for TLS streams, and when no pipe can be had. A spliced
+//   write to a closed socket raises SIGPIPE: the process must ignore it.
 // - EOF from one side becomes a write shutdown on the other once everything
 //   read before it has been written; the relay ends when both directions are
 //   done, on an error, or after `idle_timeout` with no bytes either way.
@@ -52,6 +64,7 @@ using FirstBytesInspector = std::function<InspectVerdict(std::string_view client
 struct RelayOptions {
   Duration idle_timeout{std::chrono::seconds(300)};
   size_t buffer_bytes = 64 * 1024;  // per direction
+  bool zero_copy = true;  // splice(2) between two plain sockets
 };
 
 class Relay {

@@ -254,8 +254,8 @@ class PackagingTest(unittest.TestCase):
         self.assertIn("@system-service", unit_value(unit, "SystemCallFilter"))
         # Two sockets per connection at the default limit, and some to spare.
         self.assertGreater(int(unit_value(unit, "LimitNOFILE")[0]), 2 * MAX_CONNECTIONS + 1000)
-        # The binary does not ping the watchdog yet: a WatchdogSec would kill it.
-        self.assertEqual(unit_value(unit, "WatchdogSec"), [])
+        # The binary pings the watchdog (WATCHDOG=1 at half the interval).
+        self.assertEqual(unit_value(unit, "WatchdogSec"), ["30s"])
         self.assertNotIn("@", re.sub(r"^#.*$|SystemCallFilter=.*$", "", unit, flags=re.M),
                          "an unreplaced @VARIABLE@ in the unit")
         # The installed binary is where the unit says.
