@@ -21,8 +21,8 @@ namespace s3gate {
 class UpstreamPool {
  public:
   struct Limits {
-    size_t per_key = 8;
-    size_t total = 256;
+    size_t per_key = 64;  // one per concurrent client of a busy bucket
+    size_t total = 1024;
     Duration idle{std::chrono::seconds(15)};  // S3 closes idle connections after ~20 s
   };
 

@@ -1,0 +1,843 @@
+#!/usr/bin/env python3
+"""s3gate benchmarks, side by side with Squid and tinyproxy, in one run.
+
+    python3 test/bench/run.py [--quick] [--build-dir DIR] [--rounds N]
+                              [--only WORKLOAD,...] [--proxies NAME,...] [--syscalls]
+
+See test/bench/README.md for what each number means. This script installs
+nothing: a peer that is not installed is skipped with the reason printed.
+Every process it starts is its own child on loopback, with its own
+configuration in a temporary directory, stopped by its PID. Every load loop is
+bounded in count and in time. Results: a table on standard output and
+test/bench/results/last.json.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80
+S3_NAME = "bench.s3.us-east-1.amazonaws.com"  # bucket "bench", pinned/resolved to ORIGIN_IP
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# processes
+
+
+def free_port(ip="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile():
+    """preexec_fn: the soft descriptor limit up to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def nofile_hard():
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def wait_port(ip, port, proc, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError):
+            with socket.create_connection((ip, port), timeout=0.5):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_pid(proc, timeout=10.0):
+    """SIGTERM to our own child by PID, SIGKILL after `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(pid):
+    """pid and all its descendants."""
+    kids = children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def proc_cpu(pid):
+    """utime+stime (+ reaped children's) of one process, all its threads, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return 0.0
+    fields = st[st.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state); utime=14, stime=15, cutime=16, cstime=17
+    return sum(int(fields[i - 3]) for i in (14, 15, 16, 17)) / CLK_TCK
+
+
+def tree_cpu(pid):
+    return sum(proc_cpu(p) for p in tree(pid))
+
+
+def tree_rss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+    return total
+
+
+def machine_busy():
+    """Seconds of CPU time the whole machine spent in processes (all CPUs): user, nice,
+    system and steal. Softirq time is left out: loopback TCP processing is charged
+    there rather than to the process that caused it."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[7]) / CLK_TCK
+
+
+def pin_tree(pid, cpus):
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(tid), cpus)
+
+
+# ---------------------------------------------------------------------------
+# the upstream server (loadgen serve)
+
+
+class Upstream:
+    def __init__(self, loadgen, workdir):
+        self.loadgen = loadgen
+        self.tunnel_port = free_port(ORIGIN_IP)
+        self.out = open(os.path.join(workdir, "upstream.log"), "wb")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.loadgen, "serve", "--tunnel", f"{ORIGIN_IP}:{self.tunnel_port}", "--http", f"{ORIGIN_IP}:80"],
+            stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
+        if not wait_port(ORIGIN_IP, self.tunnel_port, self.proc) or not wait_port(ORIGIN_IP, 80, self.proc):
+            raise SystemExit(f"the upstream did not start (is {ORIGIN_IP}:80 taken?); see {self.out.name}")
+
+    def stop(self):
+        stop_pid(self.proc)
+
+
+# ---------------------------------------------------------------------------
+# the proxies
+
+
+class Proxy:
+    name = "?"
+    label = "?"
+    port = None
+    proc = None
+    note = ""
+
+    def __init__(self, workdir, upstream):
+        self.workdir = workdir
+        self.upstream = upstream
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def proxy_arg(self):
+        return f"127.0.0.1:{self.port}"
+
+    def connect_target(self):
+        return f"{S3_NAME}:{self.upstream.tunnel_port}"
+
+    def available(self):
+        return None  # or the reason it is skipped
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self):
+        stop_pid(self.proc)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def _popen(self, argv, wait_for=True):
+        out = open(os.path.join(self.workdir, f"{self.name}.out"), "ab")
+        self.proc = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                     preexec_fn=raise_nofile, cwd=self.workdir)
+        if wait_for and not wait_port("127.0.0.1", self.port, self.proc):
+            raise RuntimeError(f"{self.name} did not start; see {out.name}")
+
+
+class NoProxy(Proxy):
+    name = "none"
+    label = "no proxy"
+
+    def proxy_arg(self):
+        return "none"
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+class S3gate(Proxy):
+    def __init__(self, workdir, upstream, binary, workers):
+        super().__init__(workdir, upstream)
+        self.binary = binary
+        self.workers = workers
+        self.name = f"s3gate-w{workers}"
+        self.label = f"s3gate w{workers}"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.note = "access_log: off; tunnel.verify_sni: false (the tunnel bytes are not TLS)"
+
+    def version(self):
+        with contextlib.suppress(Exception):
+            return subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        return "?"
+
+    def available(self):
+        if not (os.path.isfile(self.binary) and os.access(self.binary, os.X_OK)):
+            return f"no s3gate binary at {self.binary} (build it, or pass --build-dir)"
+        return None
+
+    def start(self):
+        path = os.path.join(self.workdir, f"{self.name}.yaml")
+        with open(path, "w") as f:
+            f.write(f"""version: 1
+listeners:
+  - address: "127.0.0.1:{self.port}"
+admin:
+  address: "127.0.0.1:{self.admin_port}"
+workers: {self.workers}
+clients: ["127.0.0.0/8"]
+dns:
+  pins:
+    - host: "{S3_NAME}"
+      addresses: ["{ORIGIN_IP}"]
+s3:
+  regions: ["*"]
+buckets:
+  - name: "bench"
+    access: read-write
+ports: [{self.upstream.tunnel_port}]
+http:
+  upstream_tls: false
+tunnel:
+  verify_sni: false
+limits:
+  max_connections: 100000
+  idle_timeout: 600s
+access_log: off
+""")
+        self._popen([self.binary, "-c", path])
+
+
+class Squid(Proxy):
+    name = "squid"
+    label = "Squid"
+
+    def __init__(self, workdir, upstream):
+        super().__init__(workdir, upstream)
+        self.binary = shutil.which("squid") or "/usr/sbin/squid"
+        self.port = free_port()
+        self.note = ("access_log none, cache deny all, cache_mem 0, hosts_file for the S3 name, "
+                     "max_filedescriptors = the hard limit, one worker (the default)")
+
+    def available(self):
+        if not os.path.exists(self.binary):
+            return "squid is not installed (apt-get install squid)"
+        return None
+
+    def version(self):
+        with contextlib.suppress(Exception):
+            out = subprocess.run([self.binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+            return out.splitlines()[0]
+        return "?"
+
+    def start(self):
+        d = os.path.join(self.workdir, "squid")
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)  # Squid drops to its own user
+        hosts = os.path.join(d, "hosts")
+        with open(hosts, "w") as f:
+            f.write(f"{ORIGIN_IP} {S3_NAME}\n")
+        conf = os.path.join(d, "squid.conf")
+        with open(conf, "w") as f:
+            f.write(f"""http_port 127.0.0.1:{self.port}
+pid_filename {d}/squid.pid
+cache_log {d}/cache.log
+access_log none
+cache_store_log none
+logfile_rotate 0
+coredump_dir {d}
+cache deny all
+cache_mem 0 MB
+hosts_file {hosts}
+pinger_enable off
+max_filedescriptors {nofile_hard()}
+shutdown_lifetime 1 seconds
+acl bench_ports port {self.upstream.tunnel_port} 80
+acl CONNECT method CONNECT
+http_access deny CONNECT !bench_ports
+http_access allow localhost
+http_access deny all
+""")
+        self._popen([self.binary, "-N", "-f", conf])
+
+
+class Tinyproxy(Proxy):
+    name = "tinyproxy"
+    label = "tinyproxy"
+
+    def __init__(self, workdir, upstream):
+        super().__init__(workdir, upstream)
+        self.binary = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+        self.port = free_port()
+        self.private_hosts = shutil.which("unshare") is not None and os.geteuid() == 0
+        self.note = ("LogLevel Error (it fsyncs every log line), MaxClients 20000; "
+                     + ("resolves the S3 name through a private /etc/hosts (unshare -m + bind mount)"
+                        if self.private_hosts else f"CONNECTs to {ORIGIN_IP} (no private /etc/hosts)"))
+
+    def available(self):
+        if not os.path.exists(self.binary):
+            return "tinyproxy is not installed (apt-get install tinyproxy)"
+        return None
+
+    def connect_target(self):
+        if self.private_hosts:
+            return super().connect_target()
+        return f"{ORIGIN_IP}:{self.upstream.tunnel_port}"
+
+    def version(self):
+        with contextlib.suppress(Exception):
+            return subprocess.run([self.binary, "-v"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return "?"
+
+    def start(self):
+        d = os.path.join(self.workdir, "tinyproxy")
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)
+        conf = os.path.join(d, "tinyproxy.conf")
+        with open(conf, "w") as f:
+            f.write(f"""User nobody
+Group nogroup
+Port {self.port}
+Listen 127.0.0.1
+Timeout 600
+LogFile "{d}/tinyproxy.log"
+LogLevel Error
+PidFile "{d}/tinyproxy.pid"
+MaxClients 20000
+Allow 127.0.0.1
+ConnectPort {self.upstream.tunnel_port}
+DisableViaHeader Yes
+""")
+        if self.private_hosts:
+            hosts = os.path.join(d, "hosts")
+            with open(hosts, "w") as f:
+                f.write(f"127.0.0.1 localhost\n{ORIGIN_IP} {S3_NAME}\n")
+            # A private mount namespace: the bind mount is seen by tinyproxy only.
+            # unshare and sh exec, so the PID is tinyproxy's.
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    f'mount --bind "{hosts}" /etc/hosts && exec "{self.binary}" -d -c "{conf}"']
+        else:
+            argv = [self.binary, "-d", "-c", conf]
+        self._popen(argv)
+
+
+# ---------------------------------------------------------------------------
+# workloads
+
+
+class Runner:
+    def __init__(self, args, loadgen, upstream):
+        self.args = args
+        self.loadgen = loadgen
+        self.upstream = upstream
+        self.quick = args.quick
+
+    def loadgen_json(self, argv, timeout, cpu_pid=None, pin=False):
+        """Runs one loadgen client; returns (its JSON, proxy CPU-seconds, other load in cores)."""
+        pre = raise_nofile
+        if pin:
+            def pre():
+                raise_nofile()
+                os.sched_setaffinity(0, {0})
+        busy0 = machine_busy()
+        cpu0 = tree_cpu(cpu_pid) if cpu_pid else 0.0
+        up0 = tree_cpu(self.upstream.proc.pid)
+        kids0 = proc_children_cpu_self()
+        t0 = time.monotonic()
+        p = subprocess.Popen([self.loadgen] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, preexec_fn=pre)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_pid(p)
+            raise RuntimeError(f"loadgen {' '.join(argv)} ran past {timeout}s")
+        wall = time.monotonic() - t0
+        cpu = (tree_cpu(cpu_pid) - cpu0) if cpu_pid else 0.0
+        # Everything else the machine did meanwhile: the noise indicator.
+        lg = proc_children_cpu_self() - kids0  # the loadgen client, reaped
+        other = machine_busy() - busy0 - cpu - (tree_cpu(self.upstream.proc.pid) - up0) - lg
+        lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"loadgen {' '.join(argv)} printed nothing; stderr: {err.decode()[-500:]}")
+        res = json.loads(lines[-1])
+        res["proxy_cpu_s"] = cpu
+        res["other_load_cores"] = max(0.0, other / max(wall, 1e-6))
+        return res
+
+    def common(self, proxy):
+        a = ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{self.upstream.tunnel_port}"]
+        if proxy.name != "none":
+            a += ["--target", proxy.connect_target()]
+        return a
+
+    def cpu_pid(self, proxy):
+        return None if proxy.name == "none" else proxy.pid
+
+    # Each returns a dict: primary value, cpu value, raw loadgen result.
+
+    def bulk(self, proxy, mode, conns):
+        total = (256 * MIB) if self.quick else 2 * GIB
+        r = self.loadgen_json([mode, "--bytes", str(total), "--conns", str(conns), "--max-seconds", "60"]
+                              + self.common(proxy), 90, self.cpu_pid(proxy))
+        if r["errors"] or r["timed_out"] or r["bytes"] != total:
+            raise RuntimeError(f"{mode} failed: {r}")
+        return {"value": r["bytes"] / 1e6 / r["seconds"], "cpu": r["proxy_cpu_s"] / (r["bytes"] / GIB), "raw": r}
+
+    def setup(self, proxy):
+        secs = 2 if self.quick else 6
+        r = self.loadgen_json(["setup", "--conns", "50", "--count", "2000000", "--size", "100",
+                               "--max-seconds", str(secs)] + self.common(proxy), secs + 30, self.cpu_pid(proxy))
+        if r["ok"] == 0:
+            raise RuntimeError(f"setup failed: {r}")
+        return {"value": r["ok"] / r["seconds"], "cpu": r["proxy_cpu_s"] * 1000 / (r["ok"] / 1000), "raw": r}
+
+    def idle(self, proxy, count, size):
+        """Fresh proxy; RSS before; `count` tunnels opened (and `size` bytes echoed); RSS after."""
+        proxy.restart()
+        time.sleep(0.5)
+        before = tree_rss_kib(proxy.pid)
+        argv = [self.loadgen, "idle", "--count", str(count), "--size", str(size), "--window", "100",
+                "--max-seconds", "120"] + self.common(proxy)
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE,
+                             preexec_fn=raise_nofile)
+        try:
+            line = p.stdout.readline().decode()  # printed when all tunnels are up (bounded by --max-seconds)
+            r = json.loads(line) if line.startswith("{") else {"ok": 0, "errors": count, "last_error": "no output"}
+            time.sleep(1.0)  # let the proxy settle
+            after = tree_rss_kib(proxy.pid)
+            threads = sum(len(os.listdir(f"/proc/{q}/task")) for q in tree(proxy.pid) if os.path.isdir(f"/proc/{q}"))
+        finally:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                stop_pid(p)
+        if r["ok"] < count:
+            raise RuntimeError(f"only {r['ok']} of {count} tunnels held ({r.get('last_error')})")
+        r.update({"rss_before_kib": before, "rss_after_kib": after, "threads": threads})
+        return {"value": (after - before) / count, "cpu": None, "raw": r}
+
+    def pingpong(self, proxy):
+        count = 2000 if self.quick else 20000
+        every = {0}
+        all_cpus = set(range(os.cpu_count() or 1))
+        pin_tree(self.upstream.proc.pid, every)
+        if proxy.name != "none":
+            pin_tree(proxy.pid, every)
+        try:
+            r = self.loadgen_json(["pingpong", "--count", str(count), "--warmup", "1000", "--size", "100",
+                                   "--max-seconds", "30"] + self.common(proxy), 60, self.cpu_pid(proxy), pin=True)
+        finally:
+            pin_tree(self.upstream.proc.pid, all_cpus)
+            if proxy.name != "none":
+                pin_tree(proxy.pid, all_cpus)
+        if r["timed_out"] or r["ok"] == 0:
+            raise RuntimeError(f"pingpong failed: {r}")
+        # CPU over the warm-up as well: count + warmup round trips.
+        return {"value": r["p50_us"], "value2": r["p99_us"],
+                "cpu": r["proxy_cpu_s"] * 1e6 / (r["ok"] + 1000), "raw": r}
+
+    def http_small(self, proxy):
+        secs = 2 if self.quick else 6
+        r = self.loadgen_json(["http", "--conns", "50", "--count", "20000000", "--url",
+                               f"http://{S3_NAME}/o/1024", "--max-seconds", str(secs)]
+                              + self.http_common(proxy), secs + 30, self.cpu_pid(proxy))
+        if r["ok"] == 0 or r["errors"]:
+            raise RuntimeError(f"http 1 KiB failed: {r}")
+        return {"value": r["ok"] / r["seconds"], "cpu": r["proxy_cpu_s"] * 1000 / (r["ok"] / 1000), "raw": r}
+
+    def http_big(self, proxy, method):
+        n = 2 if self.quick else 8
+        size = 64 * MIB
+        argv = ["http", "--conns", "1", "--count", str(n), "--max-seconds", "60", "--method", method]
+        argv += ["--url", f"http://{S3_NAME}/o/{size}"] if method == "GET" else \
+            ["--url", f"http://{S3_NAME}/o/put", "--bytes", str(size)]
+        r = self.loadgen_json(argv + self.http_common(proxy), 90, self.cpu_pid(proxy))
+        if r["ok"] != n or r["errors"] or r["bytes"] != n * size:
+            raise RuntimeError(f"http {method} 64 MiB failed: {r}")
+        return {"value": r["bytes"] / 1e6 / r["seconds"], "cpu": r["proxy_cpu_s"] / (r["bytes"] / GIB), "raw": r}
+
+    def http_common(self, proxy):
+        return ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:80"]
+
+
+# name, title, primary unit, higher is better, cpu unit, runner, rounds (None: args.rounds), no-proxy too
+def workloads(runner, quick):
+    idle_counts = [1000] if quick else [5000]
+    # Each tunnel costs the proxy two descriptors; the hard limit decides the larger count.
+    big = min(50000, (nofile_hard() - 2000) // 2 // 1000 * 1000)
+    if not quick and big > 5000:
+        idle_counts.append(big)
+    w = [
+        ("down1", "1 CONNECT tunnel, download", "MB/s", True, "CPU-s/GiB", lambda p: runner.bulk(p, "down", 1), None, True),
+        ("up1", "1 CONNECT tunnel, upload", "MB/s", True, "CPU-s/GiB", lambda p: runner.bulk(p, "up", 1), None, True),
+        ("down8", "8 CONNECT tunnels, download", "MB/s", True, "CPU-s/GiB", lambda p: runner.bulk(p, "down", 8), None, True),
+        ("setup", "tunnel setup (connect, CONNECT, 200, 100 B echo, close), 50 clients", "tunnels/s", True,
+         "CPU-ms/1000", runner.setup, None, True),
+        ("pingpong", "100 B ping-pong in one tunnel, all pinned to CPU 0", "p50 (p99) us", False,
+         "CPU-us/RT", runner.pingpong, None, True),
+        ("http1k", "plain HTTP 1 KiB GET, keep-alive, 50 clients", "req/s", True, "CPU-ms/1000",
+         runner.http_small, None, True),
+        ("get64m", "plain HTTP 64 MiB GET", "MB/s", True, "CPU-s/GiB", lambda p: runner.http_big(p, "GET"), None, True),
+        ("put64m", "plain HTTP 64 MiB PUT", "MB/s", True, "CPU-s/GiB", lambda p: runner.http_big(p, "PUT"), None, True),
+    ]
+    for n in idle_counts:
+        w.append((f"idle{n}", f"{n} idle tunnels after 100 B echoed each way: RSS", "KiB/tunnel", False,
+                  None, (lambda n: lambda p: runner.idle(p, n, 100))(n), 1, False))
+    w.append((f"idle{idle_counts[0]}-nobytes", f"{idle_counts[0]} idle tunnels, no byte relayed: RSS",
+              "KiB/tunnel", False, None, lambda p: runner.idle(p, idle_counts[0], 0), 1, False))
+    return w
+
+
+# ---------------------------------------------------------------------------
+# the syscall profile (--syscalls)
+
+
+def syscall_profile(runner, proxy, mib):
+    """strace -c -f on the proxy during one download and one upload of `mib` MiB."""
+    if not shutil.which("strace"):
+        return {"skipped": "strace is not installed"}
+    out = {}
+    for mode in ("down", "up"):
+        path = os.path.join(runner.args.workdir_path, f"strace-{proxy.name}-{mode}.txt")
+        tr = subprocess.Popen(["strace", "-c", "-f", "-o", path, "-p", str(proxy.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        try:
+            runner.loadgen_json([mode, "--bytes", str(mib * MIB), "--conns", "1", "--max-seconds", "120"]
+                                + runner.common(proxy), 150, proxy.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(tr.pid, signal.SIGINT)
+            tr.wait(20)
+        calls = {}
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+                if m and m.group(2) != "total":
+                    calls[m.group(2)] = int(m.group(1))
+        out[mode] = {"per_mib": {k: round(v / mib, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                                 if v / mib >= 0.05},
+                     "total_per_mib": round(sum(calls.values()) / mib, 2),
+                     "bytes_per_read": round(mib * MIB / max(1, sum(calls.get(k, 0) for k in
+                                                                    ("read", "recvfrom", "readv", "recvmsg", "splice")))),
+                     "file": path}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the table
+
+
+def fmt(v, unit):
+    if v is None:
+        return "n/a"
+    if unit in ("MB/s", "tunnels/s", "req/s"):
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def table(results, order, specs):
+    cols = [p for p in order]
+    head = ["workload"] + [results["proxies"][p]["label"] for p in cols] + \
+        ["s3gate w1 ÷ best peer", "s3gate w2 ÷ best peer", "s3gate w1 ÷ no proxy"]
+    rows = []
+    for name, title, unit, higher, cpu_unit, *_ in specs:
+        w = results["workloads"].get(name)
+        if not w:
+            continue
+        cells = [f"{title}: {unit}" + (f"; {cpu_unit}" if cpu_unit else "")]
+        for p in cols:
+            m = w.get(p)
+            if m is None or "median" not in m:
+                cells.append("n/a" if m is None else f"n/a ({m.get('error', 'skipped')[:60]})")
+                continue
+            med = m["median"]
+            s = fmt(med["value"], unit)
+            if med.get("value2") is not None:
+                s += f" ({fmt(med['value2'], unit)})"
+            if cpu_unit and p != "none":  # no proxy, no proxy CPU
+                s += f"; {fmt(med['cpu'], cpu_unit)}"
+            cells.append(s)
+        peers = [w[p]["median"] for p in ("squid", "tinyproxy") if p in w and "median" in w[p]]
+        best_v = (max if higher else min)((x["value"] for x in peers), default=None)
+        best_c = min((x["cpu"] for x in peers if x["cpu"] is not None), default=None)
+        for s3 in ("s3gate-w1", "s3gate-w2"):
+            m = w.get(s3, {}).get("median")
+            if not m:
+                cells.append("n/a")
+                continue
+            rv = ratio(m["value"], best_v)
+            rc = ratio(m["cpu"], best_c)
+            cells.append((f"{rv:.2f}×" if rv else "n/a") + (f"; CPU {rc:.2f}×" if rc else ""))
+        m = w.get("s3gate-w1", {}).get("median")
+        n = w.get("none", {}).get("median")
+        rv = ratio(m["value"], n["value"]) if m and n else None
+        cells.append(f"{rv:.2f}×" if rv else "n/a")
+        rows.append(cells)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round, seconds")
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"),
+                    help="where s3gate and test/bench/loadgen were built (default: build-bench)")
+    ap.add_argument("--s3gate", default=None,
+                    help="the s3gate binary to measure (default: BUILD_DIR/s3gate), e.g. one built from a clean "
+                    "git archive of HEAD while proxy/ is being edited")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per measurement, median reported (3; quick: 1)")
+    ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
+                    "http1k,get64m,put64m,idle5000,...)")
+    ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w2,squid,tinyproxy")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="also strace -c -f each proxy (s3gate w1, Squid, tinyproxy) during a 1 GiB download "
+                    "and upload: system calls per MiB (slow; not timed)")
+    ap.add_argument("--output", default=os.path.join(HERE, "results", "last.json"))
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    started = time.time()
+
+    binary = args.s3gate or os.path.join(args.build_dir, "s3gate")
+    loadgen = os.path.join(args.build_dir, "test", "bench", "loadgen")
+    if not os.access(loadgen, os.X_OK):
+        raise SystemExit(f"no loadgen at {loadgen}: build it (ninja -C {args.build_dir} s3gate_loadgen)")
+
+    workdir = tempfile.mkdtemp(prefix="s3gate-bench-")
+    os.chmod(workdir, 0o755)
+    args.workdir_path = workdir
+    log(f"work directory: {workdir}")
+
+    # How busy is the machine before we start? (other jobs skew every figure)
+    b0 = machine_busy()
+    time.sleep(1.0)
+    load_before = machine_busy() - b0
+
+    upstream = Upstream(loadgen, workdir)
+    wanted = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    every = {
+        "none": lambda: NoProxy(workdir, upstream),
+        "s3gate-w1": lambda: S3gate(workdir, upstream, binary, 1),
+        "s3gate-w2": lambda: S3gate(workdir, upstream, binary, 2),
+        "squid": lambda: Squid(workdir, upstream),
+        "tinyproxy": lambda: Tinyproxy(workdir, upstream),
+    }
+    proxies, skipped = [], {}
+    for name in wanted:
+        p = every[name]()
+        why = p.available()
+        if why:
+            log(f"skipping {name}: {why}")
+            skipped[name] = why
+        else:
+            proxies.append(p)
+
+    runner = Runner(args, loadgen, upstream)
+    specs = workloads(runner, args.quick)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    if only:
+        specs = [s for s in specs if s[0] in only]
+
+    results = {
+        "meta": {
+            "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "quick": args.quick, "rounds": rounds,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "nofile_hard": nofile_hard(),
+                        "busy_cores_before_start": round(load_before, 2)},
+            "s3gate": binary,
+            "versions": {},
+            "notes": {},
+            "skipped": skipped,
+        },
+        "proxies": {p.name: {"label": p.label, "note": p.note} for p in proxies},
+        "workloads": {},
+    }
+    for p in proxies:
+        if hasattr(p, "version"):
+            results["meta"]["versions"][p.name] = p.version()
+    if load_before > 0.3:
+        log(f"warning: the machine was already {load_before:.2f} cores busy before the run: figures will be noisy")
+
+    try:
+        upstream.start()
+        for p in proxies:
+            p.start()
+        for name, title, unit, higher, cpu_unit, fn, nrounds, with_none in specs:
+            wres = results["workloads"].setdefault(name, {})
+            for rnd in range(nrounds or rounds):
+                for p in proxies:
+                    if p.name == "none" and not with_none:
+                        continue
+                    entry = wres.setdefault(p.name, {"rounds": []})
+                    if "error" in entry:
+                        continue
+                    try:
+                        m = fn(p)
+                        entry["rounds"].append(m)
+                        log(f"{name:>16} r{rnd + 1} {p.name:<10} {fmt(m['value'], unit):>10} {unit}"
+                            + (f"  {fmt(m['cpu'], cpu_unit)} {cpu_unit}" if m["cpu"] is not None else "")
+                            + f"  (other load {m['raw'].get('other_load_cores', 0):.2f} cores)")
+                    except Exception as e:  # a failing proxy is reported, the run goes on
+                        entry["error"] = str(e)
+                        log(f"{name:>16} r{rnd + 1} {p.name:<10} FAILED: {e}")
+                        with contextlib.suppress(Exception):
+                            if p.proc is not None and p.proc.poll() is not None:
+                                p.start()
+            for pname, entry in wres.items():
+                rs = entry["rounds"]
+                if rs:
+                    entry["median"] = {k: (statistics.median(r[k] for r in rs) if rs[0].get(k) is not None else None)
+                                       for k in ("value", "value2", "cpu") if k in rs[0]}
+                    entry["median"].setdefault("value2", None)
+                    entry["max_other_load_cores"] = round(max(r["raw"].get("other_load_cores", 0) for r in rs), 2)
+        if args.syscalls:
+            results["syscalls"] = {}
+            for p in proxies:
+                if p.name in ("s3gate-w1", "squid", "tinyproxy"):
+                    with contextlib.suppress(Exception):
+                        p.restart()  # a fresh process: the idle workloads may have left it busy
+                    results["syscalls"][p.name] = syscall_profile(runner, p, 64 if args.quick else 1024)
+    finally:
+        for p in proxies:
+            p.stop()
+        upstream.stop()
+
+    results["meta"]["seconds"] = round(time.time() - started, 1)
+    order = [p.name for p in proxies]
+    text = table(results, order, specs)
+    results["table_markdown"] = text
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(text)
+    print()
+    for p in proxies:
+        if p.note:
+            print(f"- {p.label}: {p.note}")
+    for k, v in skipped.items():
+        print(f"- {k} skipped: {v}")
+    for pname, prof in results.get("syscalls", {}).items():
+        for mode, s in prof.items():
+            if isinstance(s, dict):
+                print(f"- {pname} system calls per MiB, {mode}: {s.get('per_mib')} (bytes per read call: "
+                      f"{s.get('bytes_per_read')})")
+    print(f"- {results['meta']['seconds']} s in all; results in {os.path.relpath(args.output, ROOT)}; "
+          f"configs and logs in {workdir}")
+
+
+def proc_children_cpu_self():
+    """CPU of reaped children of this process (the loadgen clients), cumulative; see Runner."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+if __name__ == "__main__":
+    main()
