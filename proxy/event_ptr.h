@@ -18,6 +18,17 @@ struct EventBaseDeleter {
 using EventPtr = std::unique_ptr<event, EventDeleter>;
 using EventBasePtr = std::unique_ptr<event_base, EventBaseDeleter>;
 
+// Adds or deletes `ev` (a socket event without timeout) so that it is pending
+// exactly when `wanted`.
+inline void setEventWanted(event* ev, bool wanted) {
+  bool pending = event_pending(ev, EV_READ | EV_WRITE, nullptr) != 0;
+  if (wanted && !pending) {
+    event_add(ev, nullptr);
+  } else if (!wanted && pending) {
+    event_del(ev);
+  }
+}
+
 inline timeval toTimeval(std::chrono::milliseconds ms) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(ms.count() / 1000);

@@ -59,10 +59,8 @@ class StreamForwarder final : public Forwarder {
     initial_body_.assign(after_head);  // framed on the first pump, from the loop
     client_read_.reset(event_new(base_, client_.fd(), EV_READ | EV_PERSIST, &onEvent, this));
     client_write_.reset(event_new(base_, client_.fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
-    upstream_read_.reset(
-        event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
-    upstream_write_.reset(
-        event_new(base_, upstream_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
+    upstream_read_.reset(event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
+    upstream_write_.reset(event_new(base_, upstream_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
     idle_timer_.reset(evtimer_new(base_, &onIdle, this));
     kick_.reset(event_new(base_, -1, 0, &onEvent, this));
     if (!client_read_ || !client_write_ || !upstream_read_ || !upstream_write_ || !idle_timer_ ||
@@ -312,8 +310,7 @@ class StreamForwarder final : public Forwarder {
       if (head.status_code == 101) {
         // We never ask for an upgrade (Upgrade is hop-by-hop and dropped).
         failOrClose(Reason::connect_failed,
-                    "the upstream switched protocols (101) without being asked to",
-                    "bad_response");
+                    "the upstream switched protocols (101) without being asked to", "bad_response");
         return;
       }
       if (head.interim()) {
@@ -419,8 +416,8 @@ class StreamForwarder final : public Forwarder {
   }
 
   void complete() {
-    bool request_complete = request_body_.done() && to_upstream_.pending() == 0 &&
-                            !upstream_write_failed_;
+    bool request_complete =
+        request_body_.done() && to_upstream_.pending() == 0 && !upstream_write_failed_;
     if (truncated_) {
       finish("upstream_eof", false);
       return;
@@ -467,19 +464,10 @@ class StreamForwarder final : public Forwarder {
   void updateInterest() {
     short client_wants = client_.wantEvents();
     short upstream_wants = upstream_->wantEvents();
-    setEvent(client_read_.get(), (client_wants & EV_READ) != 0);
-    setEvent(client_write_.get(), (client_wants & EV_WRITE) != 0);
-    setEvent(upstream_read_.get(), (upstream_wants & EV_READ) != 0);
-    setEvent(upstream_write_.get(), (upstream_wants & EV_WRITE) != 0);
-  }
-
-  static void setEvent(event* ev, bool on) {
-    bool pending = event_pending(ev, EV_READ | EV_WRITE, nullptr) != 0;
-    if (on && !pending) {
-      event_add(ev, nullptr);
-    } else if (!on && pending) {
-      event_del(ev);
-    }
+    setEventWanted(client_read_.get(), (client_wants & EV_READ) != 0);
+    setEventWanted(client_write_.get(), (client_wants & EV_WRITE) != 0);
+    setEventWanted(upstream_read_.get(), (upstream_wants & EV_READ) != 0);
+    setEventWanted(upstream_write_.get(), (upstream_wants & EV_WRITE) != 0);
   }
 
   event_base* base_;
@@ -526,8 +514,7 @@ class StreamForwarder final : public Forwarder {
 
 std::unique_ptr<Forwarder> Forwarder::start(event_base* base, Stream& client,
                                             std::unique_ptr<Stream> upstream,
-                                            const RequestHead& head,
-                                            const RequestFraming& framing,
+                                            const RequestHead& head, const RequestFraming& framing,
                                             std::string_view after_head,
                                             const ForwardOptions& options, DoneCallback on_done) {
   auto forwarder = std::make_unique<StreamForwarder>(base, client, std::move(upstream), options,

@@ -1,5 +1,7 @@
 #include "proxy/http_message.h"
 
+#include "acl/text.h"
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -74,22 +76,6 @@ bool is(char c, uint8_t cls) {
 bool allTokenChars(std::string_view text) {
   return !text.empty() &&
          std::all_of(text.begin(), text.end(), [](char c) { return is(c, kToken); });
-}
-
-char lowerAscii(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lowerAscii(a[i]) != lowerAscii(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 int hexValue(char c) {

@@ -62,9 +62,9 @@ struct Flow {
   bool pipe_full = false;  // a splice into the pipe would block (its slots are used)
 
   bool src_eof = false;
-  bool done = false;        // EOF passed on as a write shutdown
-  uint64_t bytes = 0;       // bytes written to dst
-  uint64_t uncounted = 0;   // leading bytes not to count (the 200 head)
+  bool done = false;           // EOF passed on as a write shutdown
+  uint64_t bytes = 0;          // bytes written to dst
+  uint64_t uncounted = 0;      // leading bytes not to count (the 200 head)
   bool read_blocked = false;   // the last read would block (or drained the socket)
   bool write_blocked = false;  // the last write would block (or filled the socket)
 
@@ -119,10 +119,8 @@ class StreamRelay final : public Relay {
   bool init(std::string prefix_up, std::string prefix_down) {
     client_read_.reset(event_new(base_, client_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
     client_write_.reset(event_new(base_, client_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
-    upstream_read_.reset(
-        event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
-    upstream_write_.reset(
-        event_new(base_, upstream_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
+    upstream_read_.reset(event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
+    upstream_write_.reset(event_new(base_, upstream_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
     idle_timer_.reset(evtimer_new(base_, &onIdleTimer, this));
     kick_.reset(event_new(base_, -1, 0, &onEvent, this));
     if (!client_read_ || !client_write_ || !upstream_read_ || !upstream_write_ || !idle_timer_ ||
@@ -338,8 +336,7 @@ class StreamRelay final : public Relay {
   bool spliceOut(Flow& d) {
     bool progress = false;
     while (d.in_pipe > 0) {
-      ssize_t n =
-          splice(d.pipe.readFd(), nullptr, d.dst->fd(), nullptr, d.in_pipe, kSpliceFlags);
+      ssize_t n = splice(d.pipe.readFd(), nullptr, d.dst->fd(), nullptr, d.in_pipe, kSpliceFlags);
       if (n > 0) {
         size_t moved = static_cast<size_t>(n);
         bool short_write = moved < d.in_pipe;
@@ -455,19 +452,10 @@ class StreamRelay final : public Relay {
     if (down_.pending() > 0) {
       client |= client_->writeWants();
     }
-    setEvent(client_read_.get(), (client & EV_READ) != 0);
-    setEvent(client_write_.get(), (client & EV_WRITE) != 0);
-    setEvent(upstream_read_.get(), (upstream & EV_READ) != 0);
-    setEvent(upstream_write_.get(), (upstream & EV_WRITE) != 0);
-  }
-
-  static void setEvent(event* ev, bool on) {
-    bool pending = event_pending(ev, EV_READ | EV_WRITE, nullptr) != 0;
-    if (on && !pending) {
-      event_add(ev, nullptr);
-    } else if (!on && pending) {
-      event_del(ev);
-    }
+    setEventWanted(client_read_.get(), (client & EV_READ) != 0);
+    setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
+    setEventWanted(upstream_read_.get(), (upstream & EV_READ) != 0);
+    setEventWanted(upstream_write_.get(), (upstream & EV_WRITE) != 0);
   }
 
   void armIdleTimer(Duration after) {
@@ -561,8 +549,8 @@ std::unique_ptr<Relay> Relay::start(event_base* base, std::unique_ptr<Stream> cl
                                     std::unique_ptr<Stream> upstream, std::string prefix_up,
                                     std::string prefix_down, const RelayOptions& options,
                                     FirstBytesInspector inspector, DoneCallback on_done) {
-  auto relay = std::make_unique<StreamRelay>(base, std::move(client), std::move(upstream),
-                                             options, std::move(inspector), std::move(on_done));
+  auto relay = std::make_unique<StreamRelay>(base, std::move(client), std::move(upstream), options,
+                                             std::move(inspector), std::move(on_done));
   if (!relay->init(std::move(prefix_up), std::move(prefix_down))) {
     return nullptr;
   }

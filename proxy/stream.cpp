@@ -84,8 +84,7 @@ class TlsStream final : public Stream {
     long verify = SSL_get_verify_result(ssl_.get());
     if (result.status != Io::would_block && verify != X509_V_OK) {
       // "certificate verify failed" alone does not say what to fix.
-      error_ = std::string("certificate verify failed: ") +
-               X509_verify_cert_error_string(verify);
+      error_ = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
     }
     return result;
   }

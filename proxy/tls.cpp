@@ -92,8 +92,8 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const std::string& ca
   int loaded = ca_file.empty() ? SSL_CTX_set_default_verify_paths(c)
                                : SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr);
   if (loaded != 1) {
-    *error = "CA " + (ca_file.empty() ? std::string("system store") : ca_file) + ": " +
-             opensslErrors();
+    *error =
+        "CA " + (ca_file.empty() ? std::string("system store") : ca_file) + ": " + opensslErrors();
     return nullptr;
   }
   // Sessions are kept by us, per host, for resumption: OpenSSL hands each new
@@ -153,8 +153,8 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& ce
   }
   SSL_CTX* c = ctx->ctx_.get();
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
-                             SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_options(
+      c, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
   // Resumed sessions must belong to this service (required once client

@@ -61,8 +61,7 @@ class TlsServerContext {
   // client_ca non-empty: a client certificate signed by it is required.
   static std::shared_ptr<TlsServerContext> create(const std::string& certificate,
                                                   const std::string& private_key,
-                                                  const std::string& client_ca,
-                                                  std::string* error);
+                                                  const std::string& client_ca, std::string* error);
   SslPtr newSsl(int fd);
   bool requiresClientCertificate() const { return require_client_cert_; }
 
