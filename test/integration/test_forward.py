@@ -1334,6 +1334,94 @@ class UpstreamTlsTest(ForwardCase):
 # large bodies in bounded memory
 
 
+class AbortTest(ForwardCase):
+    """A client that vanishes mid-upload and an upstream that resets mid-response."""
+
+    def test_client_aborts_mid_upload(self):
+        up = self.upstream()
+        self.start_forward(up, {"workers": 1})
+        baseline = self.proxy.stable_fd_count()
+        c = self.client()
+        sent = 3 << 20
+        c.send(request("PUT", f"http://{MEDIA}/aborted", length=64 << 20))
+        for piece in h.pattern_chunks(sent):
+            c.sock.sendall(piece)
+        up.wait_requests(1)
+        # every byte sent so far reaches the upstream before the client vanishes
+        h.wait_until(lambda: up.requests[0]["body_len"] >= sent, 10,
+                     message=f"{sent} body bytes at the upstream (have {up.requests[0]['body_len']})")
+        name = c.name
+        h.rst_close(c.sock)
+        # s3gate closes its upstream connection: the upstream sees EOF short of 64 MiB
+        h.wait_until(lambda: up.connections[0]["done"], 10, message="the upstream connection closed")
+        self.assertFalse(up.requests[0]["complete"])
+        self.assertLess(up.requests[0]["body_len"], 64 << 20)
+        rec = self.proxy.wait_for_log(lambda r: r.get("client") == name,
+                                      message=f"the aborted request's log line ({name})")
+        self.assert_log(rec, kind="http", method="PUT", host=MEDIA, bucket="media", decision="allow",
+                        upstream=f"{up.ip}:443")
+        self.assertGreaterEqual(rec["bytes_up"], sent)
+        self.assertLess(rec["bytes_up"], 64 << 20)
+        self.assertNotEqual(rec["close"], "keep_alive", rec)
+        self.assert_settled()
+        self.assertLessEqual(self.proxy.fd_count(), baseline)
+        # and it still serves
+        c2 = self.client()
+        c2.send(request("GET", f"http://{MEDIA}/after"))
+        self.assertEqual(c2.read_response().status, 200)
+
+    def truncated_exchange(self, actions, timeout=10.0):
+        """Sends a GET, the upstream answers with `actions`; returns (head, body, how) as the
+        client received them, reading until the connection ends."""
+        up = self.upstream(responder=lambda req: actions)
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/reset"))
+        data, how = h.recv_until_eof(c.sock, timeout=timeout, limit=64 << 20)
+        self.assertIn(how, ("eof", "reset"), f"the client connection did not end ({len(data)} bytes)")
+        i = data.find(b"\r\n\r\n")
+        self.assertGreaterEqual(i, 0, f"no response head: {data[:300]!r}")
+        rec = self.proxy.wait_for_log(lambda r: r.get("client") == c.name,
+                                      message="the reset request's log line")
+        self.assert_log(rec, kind="http", method="GET", bucket="media", decision="allow")
+        self.assertNotEqual(rec["close"], "keep_alive", rec)
+        self.assert_settled()
+        return data[:i + 4], data[i + 4:], how
+
+    def test_upstream_reset_mid_length_body_truncates_client(self):
+        n, part = 1 << 20, 300000
+        body = h.pattern_block()[:part]
+        head, got, how = self.truncated_exchange(
+            [response(200, length=False, headers=[("Content-Length", str(n))]), body, 0.3, "rst"])
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        self.assertIn(b"content-length: %d" % n, head.lower())
+        # the connection ends before N bytes: never a complete-looking response
+        self.assertLess(len(got), n, "a reset upstream produced a complete-looking response")
+        self.assertGreater(len(got), 0, "nothing of the body before the reset reached the client")
+        self.assertEqual(got, body[:len(got)], "bytes before the reset passed on unchanged")
+
+    def test_upstream_reset_mid_chunked_body_truncates_client(self):
+        pieces = [b"a" * 1000, b"b" * 70000]
+        partial = chunked(*pieces)[:-len(b"0\r\n\r\n")]
+        head, got, how = self.truncated_exchange(
+            [response(200, length=False, headers=[("Transfer-Encoding", "chunked")]), partial,
+             0.3, "rst"])
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        self.assertIn(b"transfer-encoding: chunked", head.lower())
+        self.assertFalse(got.endswith(b"0\r\n\r\n"), "a terminating 0-chunk reached the client")
+        self.assertNotIn(b"\r\n0\r\n", b"\r\n" + got, "a zero-size chunk reached the client")
+        self.assertTrue(partial.startswith(got), "bytes before the reset passed on unchanged")
+        self.assertGreater(len(got), 0, "nothing of the body before the reset reached the client")
+
+    def test_upstream_close_mid_length_body_truncates_client(self):
+        # a clean close (FIN, TLS close_notify) short of Content-Length is a truncation too
+        n = 1 << 20
+        head, got, how = self.truncated_exchange(
+            [response(200, length=False, headers=[("Content-Length", str(n))]), b"x" * 5000, 0.2,
+             "close"])
+        self.assertLess(len(got), n)
+
+
 class LargeBodyTest(ForwardCase):
     def setUp(self):
         super().setUp()
@@ -1431,6 +1519,61 @@ class LargeBodyTest(ForwardCase):
         self.assertEqual((reply.status, got[0], digest.hexdigest()), (200, size, h.pattern_sha256(size)))
         self.assertLess((peak - baseline) / 1024, 16,
                         f"RSS grew from {baseline >> 10} to {peak >> 10} MiB for a slow reader")
+
+
+    def test_memory_flat_for_throttled_reader_of_big_body(self):
+        # A 1 GiB (256 MiB under ASan) response read by a client throttled to
+        # ~150 MB/s in small recv()s: s3gate's RSS stays flat while streaming.
+        size = (256 if asan_binary() else 1024) << 20
+        rate = 150e6
+        piece = 32 << 10
+
+        def responder(req):
+            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+                    h.pattern_chunks(size)]
+        up = self.upstream(responder=responder)
+        self.start_forward(up, {"workers": 1, "limits": {"idle_timeout": "120s"}})
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/warm"))
+        c.read_response()
+        time.sleep(0.2)
+        baseline = rss_kib(self.proxy.pid)
+        watch = RssWatch(self.proxy.pid)
+        digest = hashlib.sha256()
+        got = 0
+        try:
+            c.send(request("GET", f"http://{MEDIA}/big"))
+            started = time.monotonic()
+            head = c._head(started + 10)
+            self.assertIsNotNone(head)
+            self.assertIn(b"content-length: %d" % size, head.lower())
+            if c.buf:
+                digest.update(bytes(c.buf))
+                got += len(c.buf)
+                c.buf.clear()
+            c.sock.settimeout(10)
+            for _ in range(size // 1024 + 10):
+                if got >= size:
+                    break
+                data = c.sock.recv(min(piece, size - got))
+                if not data:
+                    break
+                digest.update(data)
+                got += len(data)
+                ahead = got / rate - (time.monotonic() - started)
+                if ahead > 0.002:
+                    time.sleep(ahead)
+                self.assertLess(time.monotonic() - started, 30, f"only {got} bytes in 30 s")
+            seconds = time.monotonic() - started
+        finally:
+            peak = watch.stop()
+        self.assertEqual((got, digest.hexdigest()), (size, h.pattern_sha256(size)))
+        growth_mib = (peak - baseline) / 1024
+        print(f"\n  {size >> 20} MiB to a throttled reader in {seconds:.1f}s "
+              f"({size / seconds / 1e6:.0f} MB/s); RSS {baseline >> 10} MiB -> peak {peak >> 10} MiB",
+              file=sys.stderr)
+        self.assertLess(growth_mib, 32, f"RSS grew by {growth_mib:.0f} MiB for a throttled reader")
+        self.assertGreater(self.log_lines(c, 2)[1]["bytes_down"], size)
 
 
 # ---------------------------------------------------------------------------
@@ -1700,9 +1843,103 @@ class RealClientTest(ForwardCase):
                             f"http://{h.s3_name('secret')}/x"], capture_output=True, text=True,
                            timeout=30, env=env)
         self.assertEqual(r.stdout, "403")
+        # s3gate logs an exchange once its response is written, so curl may exit first
+        h.wait_until(lambda: len([x for x in self.proxy.access_lines()[skip:]
+                                  if x.get("kind") == "http"]) >= 5, 5, message="five log lines")
         lines = [x for x in self.proxy.access_lines()[skip:] if x.get("kind") == "http"]
         self.assertEqual([x["status"] for x in lines], [200, 200, 200, 200, 403], lines)
         self.assertEqual(lines[1]["client"], lines[2]["client"], "curl's two GETs on one connection")
+
+
+    @unittest.skipIf(shutil.which("aws") is None, "aws CLI not on PATH")
+    def test_aws_cli_64mib_multipart_upload_and_download(self):
+        self.bucket(self.s3(), "media")
+        size = (16 if asan_binary() else 64) << 20
+        path = os.path.join(self.workdir, "big64.bin")
+        with open(path, "wb") as f:
+            for chunk in h.pattern_chunks(size):
+                f.write(chunk)
+        skip = len(self.proxy.access_lines())
+        started = time.monotonic()
+        r = self.aws("s3", "cp", path, "s3://media/cli/big64.bin", timeout=180)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        back = os.path.join(self.workdir, "back64.bin")
+        r = self.aws("s3", "cp", "s3://media/cli/big64.bin", back, timeout=180)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        seconds = time.monotonic() - started
+        digest = hashlib.sha256()
+        with open(back, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.assertEqual(os.path.getsize(back), size)
+        self.assertEqual(digest.hexdigest(), h.pattern_sha256(size))
+        print(f"\n  aws s3 cp {size >> 20} MiB up and down in {seconds:.1f}s", file=sys.stderr)
+        r = self.aws("s3", "rm", "s3://media/cli/big64.bin")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = [x for x in self.proxy.access_lines()[skip:] if x.get("kind") == "http"]
+        # multipart both ways: CreateMultipartUpload and Complete (POST), the parts (PUT),
+        # ranged GETs for the download, all allowed
+        self.assertEqual(sum(1 for x in lines if x["method"] == "POST"), 2, lines)
+        puts = [x for x in lines if x["method"] == "PUT"]
+        gets = [x for x in lines if x["method"] == "GET"]
+        self.assertGreaterEqual(len(puts), size // (8 << 20), lines)
+        self.assertGreater(sum(x["bytes_up"] for x in puts), size)
+        self.assertGreater(sum(x["bytes_down"] for x in gets), size)
+        self.assertTrue(all(x["decision"] == "allow" and x["bucket"] == "media" for x in lines), lines)
+        self.assertTrue(all(200 <= x["status"] < 300 for x in lines), lines)
+
+    @unittest.skipIf(shutil.which("curl") is None, "curl not on PATH")
+    def test_curl_get_head_put_chunked_delete(self):
+        self.bucket(self.s3(), "media")
+        self.proxy.wait_for_log(lambda r: r.get("kind") == "http")
+        skip = len(self.proxy.access_lines())
+        proxy = f"http://127.0.0.1:{self.proxy.port}"
+        env = h.clean_env()
+        sign = ["--aws-sigv4", f"aws:amz:{h.REGION}:s3", "--user", "testing:testing"]
+        url = f"http://{MEDIA}/curl/verbs.bin"
+
+        def curl(*args, input=None):
+            r = subprocess.run(["curl", "-sS", "-x", proxy] + sign + ["-w", "%{http_code}"]
+                               + list(args), input=input, capture_output=True, timeout=60, env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout.decode("latin-1")
+
+        path = os.path.join(self.workdir, "v.bin")
+        body = os.urandom(200000)
+        with open(path, "wb") as f:
+            f.write(body)
+        out = os.path.join(self.workdir, "got")
+        # PUT with a length, then GET and HEAD
+        self.assertEqual(curl("-T", path, "-o", "/dev/null", url), "200")
+        self.assertEqual(curl("-o", out, url), "200")
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), body)
+        headers = curl("-I", url)
+        self.assertTrue(headers.endswith("200"), headers)
+        self.assertRegex(headers.lower(), rf"content-length: {len(body)}\r\n")
+        # PUT chunked from stdin, replacing it; GET returns the new bytes
+        streamed = os.urandom(150000)
+        self.assertEqual(curl("-T", "-", "-H", "Transfer-Encoding: chunked", "-o", "/dev/null", url,
+                              input=streamed), "200")
+        self.assertEqual(curl("-o", out, url), "200")
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), streamed)
+        # DELETE, then the object is gone
+        self.assertIn(curl("-X", "DELETE", "-o", "/dev/null", url), ("200", "204"))
+        self.assertEqual(curl("-o", "/dev/null", url), "404")
+        self.assertEqual(curl("-I", "-o", "/dev/null", url), "404")
+        h.wait_until(lambda: len([x for x in self.proxy.access_lines()[skip:]
+                                  if x.get("kind") == "http"]) >= 8, 5, message="eight log lines")
+        lines = [x for x in self.proxy.access_lines()[skip:] if x.get("kind") == "http"]
+        self.assertIn(lines[5]["status"], (200, 204), lines)
+        self.assertEqual([(x["method"], x["status"]) for x in lines],
+                         [("PUT", 200), ("GET", 200), ("HEAD", 200), ("PUT", 200), ("GET", 200),
+                          ("DELETE", lines[5]["status"]),
+                          ("GET", 404), ("HEAD", 404)], lines)
+        self.assertTrue(all(x["decision"] == "allow" and x["bucket"] == "media" for x in lines))
+        self.assertGreater(lines[0]["bytes_up"], len(body))
+        self.assertGreater(lines[3]["bytes_up"], len(streamed))
+        self.assertGreater(lines[4]["bytes_down"], len(streamed))
 
 
 if __name__ == "__main__":
