@@ -5,7 +5,8 @@
                               [--only WORKLOAD,...] [--proxies NAME,...] [--syscalls]
 
 See test/bench/README.md for what each number means. This script installs
-nothing: a peer that is not installed is skipped with the reason printed.
+squid and tinyproxy from Debian's packages when they are missing and it runs
+as root (--no-install: never); a peer still missing is skipped with the reason printed.
 Every process it starts is its own child on loopback, with its own
 configuration in a temporary directory, stopped by its PID. Every load loop is
 bounded in count and in time. Results: a table on standard output and
@@ -685,6 +686,29 @@ def table(results, order, specs):
 # ---------------------------------------------------------------------------
 
 
+
+DEBIAN_PEERS = {"squid": "squid", "tinyproxy": "tinyproxy"}
+
+
+def install_peers(wanted, no_install):
+    """Installs the peers that were asked for and are missing, from Debian's
+    packages (root only; otherwise they are skipped with the reason). The
+    packages' own services are not used: every proxy here is our child with
+    its own configuration."""
+    missing = [pkg for name, pkg in DEBIAN_PEERS.items()
+               if name in wanted and not shutil.which(pkg) and not os.path.exists(f"/usr/sbin/{pkg}")
+               and not os.path.exists(f"/usr/bin/{pkg}")]
+    if not missing or no_install:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        log(f"not installing {' '.join(missing)}: needs root and apt-get")
+        return
+    log(f"installing {' '.join(missing)} from Debian's packages")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing,
+                   env=env, check=False, timeout=900)
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round, seconds")
@@ -697,6 +721,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
                     "http1k,get64m,put64m,idle5000,...)")
     ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w2,squid,tinyproxy")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not apt-get install the peers (squid, tinyproxy) when they are missing")
     ap.add_argument("--syscalls", action="store_true",
                     help="also strace -c -f each proxy (s3gate w1, Squid, tinyproxy) during a 1 GiB download "
                     "and upload: system calls per MiB (slow; not timed)")
@@ -729,6 +755,7 @@ def main():
         "squid": lambda: Squid(workdir, upstream),
         "tinyproxy": lambda: Tinyproxy(workdir, upstream),
     }
+    install_peers(wanted, args.no_install)
     proxies, skipped = [], {}
     for name in wanted:
         p = every[name]()
