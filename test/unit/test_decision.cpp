@@ -10,22 +10,13 @@
 #include "acl/decision.h"
 #include "acl/reason.h"
 #include "proxy/http_parser.h"
+#include "test/unit/test_helpers.h"
 
 using namespace s3gate;
+using s3gate::test::ip;
+using s3gate::test::net;
 
 namespace {
-
-IpAddress ip(const char* text) {
-  auto parsed = IpAddress::parse(text);
-  REQUIRE(parsed.has_value());
-  return *parsed;
-}
-
-Network net(const char* text) {
-  auto parsed = Network::parse(text);
-  REQUIRE(parsed.has_value());
-  return *parsed;
-}
 
 BucketRule bucket(const char* name, Access access, std::vector<Network> clients = {},
                   std::vector<std::string> identities = {}) {

@@ -7,24 +7,11 @@
 #include <string>
 
 #include "acl/net.h"
+#include "test/unit/test_helpers.h"
 
 using namespace s3gate;
-
-namespace {
-
-IpAddress ip(const char* text) {
-  auto parsed = IpAddress::parse(text);
-  REQUIRE(parsed.has_value());
-  return *parsed;
-}
-
-Network net(const char* text) {
-  auto parsed = Network::parse(text);
-  REQUIRE(parsed.has_value());
-  return *parsed;
-}
-
-}  // namespace
+using s3gate::test::ip;
+using s3gate::test::net;
 
 TEST_CASE("IpAddress::parse accepts only the strict textual forms", "[net]") {
   struct Row {
