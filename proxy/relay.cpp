@@ -39,10 +39,26 @@ using Clock = std::chrono::steady_clock;
 
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
+// Reads of at least this many bytes make a direction "bulk": its next burst is
+// spliced. Smaller reads (requests, acknowledgements, ping-pong) are cheaper
+// copied through the thread's scratch buffer than moved through a pipe.
+constexpr size_t kBulkReadBytes = 4096;
+constexpr size_t kScratchBytes = 64 * 1024;
+
+// One per thread: the bytes of a copied read live here until written, and
+// only what the destination did not take moves to the direction's own buffer.
+char* scratchBuffer() {
+  thread_local std::unique_ptr<char[]> scratch =
+      std::make_unique_for_overwrite<char[]>(kScratchBytes);
+  return scratch.get();
+}
+
 // One direction of the tunnel. Bytes read from `src` wait for `dst` either in
-// `buf` (copied through the process: TLS, the inspector, prefixes, or no pipe
-// to be had) or in `pipe` (spliced between two plain sockets), never in both:
-// the way is chosen afresh whenever the direction holds no bytes.
+// `buf` (copied through the process: small reads, TLS, the inspector,
+// prefixes, or no pipe to be had) or in `pipe` (bulk bytes between two plain
+// sockets), never in both: the way is chosen afresh whenever the direction
+// holds no bytes. A copied read goes through the thread's scratch buffer
+// straight to the destination; `buf` only holds what the destination refused.
 struct Flow {
   Stream* src = nullptr;
   Stream* dst = nullptr;
@@ -51,6 +67,7 @@ struct Flow {
   bool src_plain = false;
   bool dst_plain = false;
   bool can_splice = false;  // both plain, zero_copy on, and splice not refused
+  bool bulk = false;        // the last read was large: splice the next burst
 
   std::unique_ptr<char[]> buf;  // allocated when bytes flow, freed when idle
   size_t capacity = 0;
@@ -80,7 +97,7 @@ struct Flow {
   void ensureBuffer(size_t want) {
     if (!buf) {
       capacity = std::max(capacity, want);
-      buf = std::make_unique<char[]>(capacity);
+      buf = std::make_unique_for_overwrite<char[]>(capacity);
     }
   }
 };
@@ -147,12 +164,14 @@ class StreamRelay final : public Relay {
     if (prefix.empty()) {
       return;
     }
+    if (uncounted) {
+      // The response head: a buffer of its own size, freed once written.
+      d.capacity = prefix.size();
+      d.uncounted = prefix.size();
+    }
     d.ensureBuffer(prefix.size());
     std::memcpy(d.buf.get(), prefix.data(), prefix.size());
     d.end = prefix.size();
-    if (uncounted) {
-      d.uncounted = prefix.size();
-    }
   }
 
   static void onEvent(evutil_socket_t fd, short, void* arg) {
@@ -238,16 +257,95 @@ class StreamRelay final : public Relay {
   // spliced and holds nothing in its buffer, else into the buffer.
   bool fill(Flow& d) {
     if (d.buffered() == 0 && d.in_pipe == 0) {
-      bool splice = d.can_splice && !(&d == &up_ && inspector_);
+      bool inspecting = &d == &up_ && inspector_;
+      bool splice = d.bulk && d.can_splice && !inspecting;
       if (splice && !d.pipe) {
         d.pipe = pool_->acquire();  // none to be had: copy through the buffer
+      }
+      if (!splice && d.pipe) {
+        pool_->release(std::move(d.pipe), true);
       }
       if (d.pipe) {
         d.buf.reset();
         d.begin = d.end = 0;
+      } else if (!inspecting) {
+        return copyThrough(d);
       }
     }
     return d.pipe ? spliceIn(d) : readInto(d);
+  }
+
+  // Reads into the scratch buffer and writes at once what the destination
+  // takes; the rest waits in the direction's buffer.
+  bool copyThrough(Flow& d) {
+    char* scratch = scratchBuffer();
+    size_t room = std::min(options_.buffer_bytes, kScratchBytes);
+    Stream::Result r = d.src->read(scratch, room);
+    if (!readDone(d, r, room)) {
+      return r.status == Stream::Io::eof || r.status == Stream::Io::error;
+    }
+    size_t written = 0;
+    if (!d.write_blocked && !writeOut(d, scratch, r.bytes, &written)) {
+      return true;
+    }
+    if (written < r.bytes) {
+      d.ensureBuffer(options_.buffer_bytes);
+      std::memcpy(d.buf.get(), scratch + written, r.bytes - written);
+      d.begin = 0;
+      d.end = r.bytes - written;
+    }
+    return true;
+  }
+
+  // The bookkeeping after a read of up to `room` bytes into a buffer: true
+  // when bytes arrived (r.bytes > 0), false after EOF, an error or EAGAIN.
+  bool readDone(Flow& d, const Stream::Result& r, size_t room) {
+    d.read_blocked = r.status == Stream::Io::would_block;
+    switch (r.status) {
+      case Stream::Io::ok:
+        last_activity_ = Clock::now();
+        inspect_needs_more_ = false;
+        // A plain socket that gave less than asked for is drained: the next
+        // read waits for readiness instead of failing with EAGAIN.
+        d.read_blocked = d.src_plain && r.bytes < room;
+        d.bulk = r.bytes >= kBulkReadBytes;
+        return r.bytes > 0;
+      case Stream::Io::would_block:
+        return false;
+      case Stream::Io::eof:
+        sourceEof(d);
+        return false;
+      case Stream::Io::error:
+        finish(&d == &up_ ? RelayClose::client_error : RelayClose::upstream_error);
+        return false;
+    }
+    return false;
+  }
+
+  // Writes up to `len` bytes of `data` to the destination and counts them;
+  // *written says how many went. False when the relay finished (an error).
+  bool writeOut(Flow& d, const char* data, size_t len, size_t* written) {
+    *written = 0;
+    while (*written < len) {
+      size_t want = len - *written;
+      Stream::Result r = d.dst->write(data + *written, want);
+      if (r.status == Stream::Io::ok && r.bytes > 0) {
+        *written += r.bytes;
+        d.bytes += r.bytes;  // relayed, not merely read
+        if (d.dst_plain && r.bytes < want) {
+          d.write_blocked = true;  // the socket is full: wait for it
+          return true;
+        }
+        continue;
+      }
+      if (r.status == Stream::Io::would_block) {
+        d.write_blocked = true;
+        return true;
+      }
+      finish(&d == &up_ ? RelayClose::upstream_error : RelayClose::client_error);
+      return false;
+    }
+    return true;
   }
 
   bool readInto(Flow& d) {
@@ -261,26 +359,11 @@ class StreamRelay final : public Relay {
     }
     size_t room = d.capacity - d.end;
     Stream::Result r = d.src->read(d.buf.get() + d.end, room);
-    d.read_blocked = r.status == Stream::Io::would_block;
-    switch (r.status) {
-      case Stream::Io::ok:
-        d.end += r.bytes;
-        last_activity_ = Clock::now();
-        inspect_needs_more_ = false;
-        // A plain socket that gave less than asked for is drained: the next
-        // read waits for readiness instead of failing with EAGAIN.
-        d.read_blocked = d.src_plain && r.bytes < room;
-        return r.bytes > 0;
-      case Stream::Io::would_block:
-        return false;
-      case Stream::Io::eof:
-        sourceEof(d);
-        return true;
-      case Stream::Io::error:
-        finish(&d == &up_ ? RelayClose::client_error : RelayClose::upstream_error);
-        return true;
+    if (readDone(d, r, room)) {
+      d.end += r.bytes;
+      return true;
     }
-    return false;
+    return r.status == Stream::Io::eof || r.status == Stream::Io::error;
   }
 
   void sourceEof(Flow& d) {
@@ -299,6 +382,7 @@ class StreamRelay final : public Relay {
       if (n > 0) {
         d.in_pipe += static_cast<size_t>(n);
         last_activity_ = Clock::now();
+        d.bulk = static_cast<size_t>(n) >= kBulkReadBytes;
         // Short: the socket is drained (or the pipe's slots are used up,
         // which the next attempt finds out).
         d.read_blocked = static_cast<size_t>(n) < room;
@@ -378,27 +462,22 @@ class StreamRelay final : public Relay {
         return progress;
       }
     }
-    while (d.buffered() > 0) {
-      size_t want = d.buffered();
-      Stream::Result r = d.dst->write(d.buf.get() + d.begin, want);
-      if (r.status == Stream::Io::ok && r.bytes > 0) {
-        d.begin += r.bytes;
-        d.bytes += r.bytes;  // relayed, not merely read
-        progress = true;
-        if (d.dst_plain && r.bytes < want) {
-          d.write_blocked = true;  // the socket is full: wait for it
-          return progress;
-        }
-        continue;
+    if (d.buffered() > 0) {
+      size_t written = 0;
+      if (!writeOut(d, d.buf.get() + d.begin, d.buffered(), &written)) {
+        return true;
       }
-      if (r.status == Stream::Io::would_block) {
-        d.write_blocked = true;
+      d.begin += written;
+      progress = written > 0;
+      if (d.buffered() > 0) {
         return progress;
       }
-      finish(&d == &up_ ? RelayClose::upstream_error : RelayClose::client_error);
-      return true;
     }
     d.begin = d.end = 0;
+    if (d.capacity != options_.buffer_bytes) {
+      d.buf.reset();  // a prefix's own buffer
+      d.capacity = options_.buffer_bytes;
+    }
     if (d.src_eof && !d.done) {
       d.done = true;
       d.dst->shutdownWrite();

@@ -146,6 +146,14 @@ void Worker::acceptFrom(Listener& listener) {
     }
     UniqueFd client(fd);
     ConfigPtr config = server_.config();
+    Duration keepalive = config->limits.tcp_keepalive;
+    if (listener.tcp_keepalive != keepalive) {
+      // First connection, or a reload changed the setting: the listening
+      // socket passes the options on from now, this one gets them here.
+      setTcpOptions(listener.fd.get(), keepalive);
+      setTcpOptions(fd, keepalive);
+      listener.tcp_keepalive = keepalive;
+    }
     bool within_limit = server_.tryAddConnection(config->limits.max_connections);
     auto session = std::make_unique<Session>(
         *this, std::move(config), listener.config, server_.listenerTls(listener.index),

@@ -68,6 +68,8 @@ class Worker {
     UniqueFd fd;
     EventPtr event;
     Worker* worker = nullptr;
+    // The limits.tcp_keepalive set on `fd` (accepted sockets inherit it).
+    Duration tcp_keepalive{-1};
   };
   static void onAccept(evutil_socket_t fd, short what, void* arg);
   static void onReap(evutil_socket_t fd, short what, void* arg);

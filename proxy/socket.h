@@ -45,7 +45,10 @@ class UniqueFd {
 };
 
 bool setNonBlocking(int fd);
-// TCP_NODELAY off/on, SO_KEEPALIVE with idle/interval from `keepalive` (0: off).
+// TCP_NODELAY on, SO_KEEPALIVE with idle/interval from `keepalive` (0: off).
+// Set on a listening socket, they are inherited by every accepted socket
+// (Linux copies them into the new socket), which saves five system calls per
+// connection.
 void setTcpOptions(int fd, Duration keepalive);
 // A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT.
 UniqueFd listenOn(const SocketAddress& address, int backlog, std::string* error);

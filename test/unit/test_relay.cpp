@@ -43,7 +43,9 @@ const char* modeName(Mode mode) {
   return "?";
 }
 
-bool splices(Mode mode) { return mode != Mode::unix_copy; }
+bool splices(Mode mode) {
+  return mode != Mode::unix_copy;
+}
 
 struct Pair {
   UniqueFd app;    // the test's end
@@ -84,7 +86,9 @@ Pair makeTcpPair() {
   return Pair{std::move(app), std::move(relay)};
 }
 
-Pair makePair(Mode mode) { return mode == Mode::tcp_splice ? makeTcpPair() : makeUnixPair(); }
+Pair makePair(Mode mode) {
+  return mode == Mode::tcp_splice ? makeTcpPair() : makeUnixPair();
+}
 
 int sockopt(int fd, int name) {
   int value = 0;
@@ -94,11 +98,12 @@ int sockopt(int fd, int name) {
 }
 
 // Pipes the relays hold (open and not waiting in this thread's pool).
-size_t pipesHeld() { return PipePool::live() - PipePool::local().pooled(); }
+size_t pipesHeld() {
+  return PipePool::live() - PipePool::local().pooled();
+}
 
 struct Harness {
-  explicit Harness(Mode m = Mode::unix_copy)
-      : mode(m), client(makePair(m)), upstream(makePair(m)) {
+  explicit Harness(Mode m = Mode::unix_copy) : mode(m), client(makePair(m)), upstream(makePair(m)) {
     client_relay_fd = client.relay.get();
     upstream_relay_fd = upstream.relay.get();
   }
@@ -107,7 +112,7 @@ struct Harness {
   EventBasePtr base{event_base_new()};
   Pair client;
   Pair upstream;
-  int client_relay_fd = -1;    // still open while the relay runs
+  int client_relay_fd = -1;  // still open while the relay runs
   int upstream_relay_fd = -1;
   std::optional<RelayResult> result;
   std::unique_ptr<Relay> relay;
@@ -116,9 +121,9 @@ struct Harness {
              RelayOptions options = RelayOptions{}, FirstBytesInspector inspector = nullptr) {
     options.zero_copy = splices(mode);
     relay = Relay::start(base.get(), Stream::plain(std::move(client.relay)),
-                         Stream::plain(std::move(upstream.relay)),
-                         std::move(prefix_up), std::move(prefix_down), options,
-                         std::move(inspector), [this](const RelayResult& r) { result = r; });
+                         Stream::plain(std::move(upstream.relay)), std::move(prefix_up),
+                         std::move(prefix_down), options, std::move(inspector),
+                         [this](const RelayResult& r) { result = r; });
     REQUIRE(relay);
   }
   void turn() { event_base_loop(base.get(), EVLOOP_ONCE | EVLOOP_NONBLOCK); }
@@ -167,7 +172,9 @@ bool peerClosed(int fd) {
 }
 
 // A byte pattern that shows reordering, loss and duplication.
-char patternByte(uint64_t i) { return static_cast<char>((i * 7919 + (i >> 13)) & 0xff); }
+char patternByte(uint64_t i) {
+  return static_cast<char>((i * 7919 + (i >> 13)) & 0xff);
+}
 
 // Sends the pattern from `*sent` on, as much as the socket takes (at most `total`).
 void sendPattern(int fd, uint64_t* sent, uint64_t total) {
@@ -200,6 +207,23 @@ bool receivePattern(int fd, uint64_t* received) {
     }
     *received += static_cast<uint64_t>(n);
   }
+}
+
+// Sends `total` bytes of the pattern from the app socket `from` through the
+// relay to the app socket `to`; true when all of them arrived, intact.
+bool transferPattern(Harness& h, int from, int to, uint64_t total,
+                     std::chrono::milliseconds limit = std::chrono::milliseconds(10000)) {
+  uint64_t sent = 0;
+  uint64_t received = 0;
+  bool intact = true;
+  h.runUntil(
+      [&] {
+        sendPattern(from, &sent, total);
+        intact = intact && receivePattern(to, &received);
+        return !intact || received == total;
+      },
+      limit);
+  return intact && received == total;
 }
 
 }  // namespace
@@ -447,20 +471,24 @@ TEST_CASE("relay passes EOF on only after the pipe has drained") {
   uint64_t received = 0;
   bool intact = true;
   // The upstream app does not read at first: the relay holds bytes, then EOF.
-  REQUIRE(h.runUntil([&] {
-    sendPattern(h.client.app.get(), &sent, kTotal);
-    return sent == kTotal;
-  }, std::chrono::milliseconds(200)) == false);
+  REQUIRE(h.runUntil(
+              [&] {
+                sendPattern(h.client.app.get(), &sent, kTotal);
+                return sent == kTotal;
+              },
+              std::chrono::milliseconds(200)) == false);
   CHECK_FALSE(peerClosed(h.upstream.app.get()));
   // Now read everything; the EOF arrives after the last byte.
-  REQUIRE(h.runUntil([&] {
-    sendPattern(h.client.app.get(), &sent, kTotal);
-    if (sent == kTotal) {
-      shutdown(h.client.app.get(), SHUT_WR);
-    }
-    intact = intact && receivePattern(h.upstream.app.get(), &received);
-    return !intact || (received == kTotal && peerClosed(h.upstream.app.get()));
-  }, std::chrono::milliseconds(10000)));
+  REQUIRE(h.runUntil(
+      [&] {
+        sendPattern(h.client.app.get(), &sent, kTotal);
+        if (sent == kTotal) {
+          shutdown(h.client.app.get(), SHUT_WR);
+        }
+        intact = intact && receivePattern(h.upstream.app.get(), &received);
+        return !intact || (received == kTotal && peerClosed(h.upstream.app.get()));
+      },
+      std::chrono::milliseconds(10000)));
   CHECK(intact);
   CHECK(received == kTotal);
   CHECK(h.relay->progress().bytes_up == kTotal);
@@ -494,17 +522,48 @@ TEST_CASE("relay splices once the inspector has passed the first bytes") {
   CHECK(seen == "hello");
   // What follows is spliced: a pipe appears, the bytes arrive intact.
   constexpr uint64_t kTotal = 4 << 20;
-  uint64_t sent = 0;
-  uint64_t received = 0;
-  bool intact = true;
-  REQUIRE(h.runUntil([&] {
-    sendPattern(h.client.app.get(), &sent, kTotal);
-    intact = intact && receivePattern(h.upstream.app.get(), &received);
-    return !intact || received == kTotal;
-  }, std::chrono::milliseconds(10000)));
-  CHECK(intact);
+  CHECK(transferPattern(h, h.client.app.get(), h.upstream.app.get(), kTotal));
   CHECK(PipePool::live() > 0);  // made for the splice, pooled while the relay lives
   CHECK(h.relay->progress().bytes_up == kTotal + 5);
+}
+
+TEST_CASE("relay copies small exchanges and splices bulk bytes") {
+  Mode mode = GENERATE(Mode::unix_splice, Mode::tcp_splice);
+  INFO(modeName(mode));
+  Harness h(mode);
+  h.start("", "HTTP/1.1 200 Connection established\r\n\r\n");
+  std::string head;
+  REQUIRE(h.runUntil([&] {
+    head += readAll(h.client.app.get());
+    return head.size() == 39;
+  }));
+  // Request and answer of 100 bytes, ten times: copied, no pipe made.
+  std::string ping(100, 'p');
+  std::string pong(100, 'q');
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(send(h.client.app.get(), ping.data(), ping.size(), 0) == 100);
+    std::string got;
+    REQUIRE(h.runUntil([&] {
+      got += readAll(h.upstream.app.get());
+      return got.size() >= 100;
+    }));
+    CHECK(got == ping);
+    REQUIRE(send(h.upstream.app.get(), pong.data(), pong.size(), 0) == 100);
+    got.clear();
+    REQUIRE(h.runUntil([&] {
+      got += readAll(h.client.app.get());
+      return got.size() >= 100;
+    }));
+    CHECK(got == pong);
+  }
+  CHECK(PipePool::live() == 0);
+  // A download of 8 MiB: after the first large read the bytes are spliced.
+  constexpr uint64_t kTotal = 8 << 20;
+  CHECK(transferPattern(h, h.upstream.app.get(), h.client.app.get(), kTotal));
+  CHECK(PipePool::live() > 0);  // a pipe was made (none before), pooled while the relay lives
+  RelayResult progress = h.relay->progress();
+  CHECK(progress.bytes_up == 1000);
+  CHECK(progress.bytes_down == 1000 + kTotal);  // the head not counted
 }
 
 TEST_CASE("relay ends a spliced tunnel that went idle after bytes flowed") {
@@ -514,15 +573,7 @@ TEST_CASE("relay ends a spliced tunnel that went idle after bytes flowed") {
   RelayOptions options;
   options.idle_timeout = std::chrono::milliseconds(300);
   h.start({}, {}, options);
-  uint64_t sent = 0;
-  uint64_t received = 0;
-  bool intact = true;
-  REQUIRE(h.runUntil([&] {
-    sendPattern(h.upstream.app.get(), &sent, 1 << 20);
-    intact = intact && receivePattern(h.client.app.get(), &received);
-    return !intact || received == (1 << 20);
-  }));
-  CHECK(intact);
+  REQUIRE(transferPattern(h, h.upstream.app.get(), h.client.app.get(), 1 << 20));
   CHECK_FALSE(h.result.has_value());
   REQUIRE(h.runUntil([&] { return h.result.has_value(); }));
   CHECK(h.result->close == RelayClose::idle_timeout);
@@ -587,18 +638,10 @@ TEST_CASE("relay copies through its buffer when no pipe can be had") {
   tight.rlim_cur = static_cast<rlim_t>(probe);
   REQUIRE(setrlimit(RLIMIT_NOFILE, &tight) == 0);
   h.start();
-  uint64_t sent = 0;
-  uint64_t received = 0;
-  bool intact = true;
-  bool done = h.runUntil([&] {
-    sendPattern(h.client.app.get(), &sent, 2 << 20);
-    intact = intact && receivePattern(h.upstream.app.get(), &received);
-    return !intact || received == (2 << 20);
-  }, std::chrono::milliseconds(10000));
+  bool done = transferPattern(h, h.client.app.get(), h.upstream.app.get(), 2 << 20);
   uint64_t pipes = PipePool::live();
   REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
   CHECK(done);
-  CHECK(intact);
   CHECK(pipes == 0);
   CHECK(h.relay->progress().bytes_up == (2 << 20));
 }
