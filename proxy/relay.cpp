@@ -134,22 +134,24 @@ class StreamRelay final : public Relay {
   ~StreamRelay() override { dropPipes(); }
 
   bool init(std::string prefix_up, std::string prefix_down) {
-    client_read_.reset(event_new(base_, client_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
-    client_write_.reset(event_new(base_, client_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
-    upstream_read_.reset(event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
-    upstream_write_.reset(event_new(base_, upstream_->fd(), EV_WRITE | EV_PERSIST, &onEvent, this));
+    // One event per socket (its interest changes with what the flows wait
+    // for) and the idle timer: three events per tunnel.
+    client_event_.reset(event_new(base_, client_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
+    upstream_event_.reset(event_new(base_, upstream_->fd(), EV_READ | EV_PERSIST, &onEvent, this));
     idle_timer_.reset(evtimer_new(base_, &onIdleTimer, this));
-    kick_.reset(event_new(base_, -1, 0, &onEvent, this));
-    if (!client_read_ || !client_write_ || !upstream_read_ || !upstream_write_ || !idle_timer_ ||
-        !kick_) {
+    if (!client_event_ || !upstream_event_ || !idle_timer_) {
       return false;
     }
     load(up_, prefix_up, false);
     load(down_, prefix_down, true);
     last_activity_ = Clock::now();
-    armIdleTimer(options_.idle_timeout);
+    // Every tunnel's first idle deadline is the same span: libevent keeps
+    // those in one queue (a "common timeout") instead of its heap.
+    timeval span = toTimeval(options_.idle_timeout);
+    const timeval* common = event_base_init_common_timeout(base_, &span);
+    evtimer_add(idle_timer_.get(), common != nullptr ? common : &span);
     // Everything starts from the loop, so that on_done never runs inside start().
-    event_active(kick_.get(), EV_TIMEOUT, 0);
+    kick();
     return true;
   }
 
@@ -174,15 +176,22 @@ class StreamRelay final : public Relay {
     d.end = prefix.size();
   }
 
-  static void onEvent(evutil_socket_t fd, short, void* arg) {
+  // Runs the pump from the loop soon, without a socket event: an activation
+  // of the client's event that reports no readiness. A later interest change
+  // may drop it, but only from inside a pump, which did the kick's work.
+  void kick() { event_active(client_event_.get(), EV_TIMEOUT, 0); }
+
+  static void onEvent(evutil_socket_t fd, short what, void* arg) {
     auto* self = static_cast<StreamRelay*>(arg);
     if (self->finished_) {
       return;
     }
     // Readiness on a socket may unblock both what reads from it and what
-    // writes to it (TLS can need either for either). The kick (no socket)
+    // writes to it (TLS can need either for either). The kick (no readiness)
     // unblocks nothing: a blocked operation waits for its socket.
-    if (fd == self->client_->fd()) {
+    if ((what & (EV_READ | EV_WRITE)) == 0) {
+      // The kick.
+    } else if (fd == self->client_->fd()) {
       self->up_.read_blocked = false;
       self->down_.write_blocked = false;
     } else if (fd == self->upstream_->fd()) {
@@ -215,11 +224,11 @@ class StreamRelay final : public Relay {
       progress |= move(down_);
     }
     if (!finished_) {
+      updateInterest();
       if (progress) {
         // More to do, but other connections get their turn first.
-        event_active(kick_.get(), EV_TIMEOUT, 0);
+        kick();
       }
-      updateInterest();
     }
   }
 
@@ -531,10 +540,8 @@ class StreamRelay final : public Relay {
     if (down_.pending() > 0) {
       client |= client_->writeWants();
     }
-    setEventWanted(client_read_.get(), (client & EV_READ) != 0);
-    setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
-    setEventWanted(upstream_read_.get(), (upstream & EV_READ) != 0);
-    setEventWanted(upstream_write_.get(), (upstream & EV_WRITE) != 0);
+    setSocketInterest(client_event_.get(), client);
+    setSocketInterest(upstream_event_.get(), upstream);
   }
 
   void armIdleTimer(Duration after) {
@@ -580,12 +587,9 @@ class StreamRelay final : public Relay {
     }
     finished_ = true;
     close_ = close;
-    client_read_.reset();
-    client_write_.reset();
-    upstream_read_.reset();
-    upstream_write_.reset();
+    client_event_.reset();
+    upstream_event_.reset();
     idle_timer_.reset();
-    kick_.reset();
     client_.reset();
     upstream_.reset();
     up_.buf.reset();
@@ -610,12 +614,9 @@ class StreamRelay final : public Relay {
   Flow up_;
   Flow down_;
   const Flow* first_eof_ = nullptr;
-  EventPtr client_read_;
-  EventPtr client_write_;
-  EventPtr upstream_read_;
-  EventPtr upstream_write_;
+  EventPtr client_event_;  // the client socket, for what the flows wait on it
+  EventPtr upstream_event_;
   EventPtr idle_timer_;
-  EventPtr kick_;  // runs the pump from the loop without a socket event
   Clock::time_point last_activity_;
   bool finished_ = false;
   bool inspect_needs_more_ = false;

@@ -58,7 +58,19 @@ AccessLog& Worker::accessLog() {
 }
 
 bool Worker::init(const Config& config, std::string* error) {
-  base_.reset(event_base_new());
+  {
+    // Interest changes wait in libevent's changelist until the loop polls
+    // again, so that what cancels out within one callback (a session handing
+    // its client socket to the relay, a connect turning into a read) costs no
+    // epoll_ctl. libevent retries a change on a descriptor number that was
+    // closed and reused in between as the add it has become.
+    std::unique_ptr<event_config, decltype(&event_config_free)> cfg(event_config_new(),
+                                                                    &event_config_free);
+    if (cfg) {
+      event_config_set_flag(cfg.get(), EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+      base_.reset(event_base_new_with_config(cfg.get()));
+    }
+  }
   if (!base_) {
     *error = "event_base_new failed";
     return false;

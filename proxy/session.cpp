@@ -720,9 +720,12 @@ void Session::startTunnel() {
   tunnel_open_ = true;
   tunnel_started_ = Clock::now();
   worker_.metrics().tunnelOpened();
+  // The relay has events of its own: an idle tunnel keeps none of these.
   client_read_.reset();
   client_write_.reset();
   timer_.reset();
+  kick_.reset();
+  peek_retry_.reset();
 
   bool sni = listener_.mode == ListenerMode::sni;
   FirstBytesInspector inspector;
