@@ -1,10 +1,16 @@
 #include "proxy/forwarder.h"
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
+#include <thread>
 
 #include "proxy/event_ptr.h"
+#include "proxy/pipe_pool.h"
 
 namespace s3gate {
 
@@ -12,28 +18,86 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Bytes waiting for one destination; a write consumes from the front.
-struct Outbox {
-  std::string data;
-  size_t pos = 0;
-  size_t pending() const { return data.size() - pos; }
-  void append(std::string_view bytes) {
-    // Drop the consumed front once it outweighs what is left: a destination
-    // that never drains completely must not make the buffer grow with the body.
-    if (pos > 0 && pos >= data.size() - pos) {
-      data.erase(0, pos);
-      pos = 0;
-    }
-    data.append(bytes);
-  }
-  std::string_view front() const { return std::string_view(data).substr(pos); }
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+// A body with fewer bytes to come than this is copied: a pipe and two
+// splices cost more than copying a few KiB once.
+constexpr uint64_t kMinSpliceBytes = 16 * 1024;
+// Rounds of one pump before the other connections of the loop get a turn.
+constexpr int kMaxRounds = 16;
+
+// Bytes waiting for one destination, in one contiguous block. Reads land in
+// its tail and writes take from its front, so a body byte is copied once on
+// its way through. Bounded by its users: a reader asks for room only while
+// fewer than buffer_bytes wait, and heads are bounded by max_header_bytes.
+class Outbox {
+ public:
+  size_t pending() const { return end_ - begin_; }
+  std::string_view front() const { return {data_.get() + begin_, pending()}; }
   void consume(size_t n) {
-    pos += n;
-    if (pos == data.size()) {
-      data.clear();
-      pos = 0;
+    begin_ += n;
+    if (begin_ == end_) {
+      begin_ = end_ = 0;
     }
   }
+  // At least `want` writable bytes after the pending ones; commit() what was
+  // written there.
+  char* tail(size_t want) {
+    if (capacity_ - end_ < want && begin_ > 0) {
+      std::memmove(data_.get(), data_.get() + begin_, pending());
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (capacity_ - end_ < want) {
+      size_t capacity = std::max(end_ + want, capacity_ + capacity_ / 2);
+      auto bigger = std::make_unique_for_overwrite<char[]>(capacity);
+      if (end_ > 0) {
+        std::memcpy(bigger.get(), data_.get(), end_);
+      }
+      data_ = std::move(bigger);
+      capacity_ = capacity;
+    }
+    return data_.get() + end_;
+  }
+  void commit(size_t n) { end_ += n; }
+  void append(std::string_view bytes) {
+    if (!bytes.empty()) {
+      std::memcpy(tail(bytes.size()), bytes.data(), bytes.size());
+      commit(bytes.size());
+    }
+  }
+  void clear() {
+    data_.reset();
+    capacity_ = begin_ = end_ = 0;
+  }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  size_t capacity_ = 0;
+  size_t begin_ = 0;  // first byte not yet written
+  size_t end_ = 0;    // one past the last byte added
+};
+
+// The calling thread's buffer for reading response heads: a head that
+// arrives in one read (the usual case) is parsed and rewritten from here
+// without being stored. Nothing stays in it between two calls.
+char* headScratch(size_t size) {
+  thread_local std::unique_ptr<char[]> buffer;
+  thread_local size_t capacity = 0;
+  if (capacity < size) {
+    buffer = std::make_unique_for_overwrite<char[]>(size);
+    capacity = size;
+  }
+  return buffer.get();
+}
+
+// One direction's body spliced between two plain sockets: bytes wait in the
+// pipe instead of an Outbox. The pipe comes from this thread's PipePool while
+// bytes flow and goes back when the direction is idle.
+struct SpliceWay {
+  Pipe pipe;
+  size_t in_pipe = 0;    // spliced in, not yet out
+  bool full = false;     // a splice into the pipe would block (its slots are used)
+  bool refused = false;  // the kernel cannot splice these sockets: copy instead
 };
 
 class StreamForwarder final : public Forwarder {
@@ -45,7 +109,11 @@ class StreamForwarder final : public Forwarder {
         upstream_(std::move(upstream)),
         options_(options),
         on_done_(std::move(on_done)),
-        scratch_(std::make_unique<char[]>(options.buffer_bytes)) {}
+        plain_(!client.isTls() && !upstream_->isTls()),
+        client_plain_(!client.isTls()),
+        upstream_plain_(!upstream_->isTls()) {}
+
+  ~StreamForwarder() override { releasePipes(); }
 
   bool init(const RequestHead& head, const RequestFraming& framing, std::string_view after_head) {
     method_ = std::string(head.method);
@@ -53,6 +121,7 @@ class StreamForwarder final : public Forwarder {
     client_wants_keep_alive_ = framing.keep_alive && options_.allow_client_keep_alive;
     request_body_ = BodyFramer::forFraming(framing.body);
     HeadPieces pieces = rewriteRequestHead(head);
+    to_upstream_.tail(pieces.size() + after_head.size());
     for (std::string_view piece : pieces.pieces()) {
       to_upstream_.append(piece);
     }
@@ -68,6 +137,9 @@ class StreamForwarder final : public Forwarder {
       return false;
     }
     handshaking_ = upstream_->isTls();
+    // The response cannot be there yet: the upstream is read once its socket
+    // says so. A request body is tried at once (it usually follows the head).
+    upstream_read_blocked_ = true;
     last_activity_ = Clock::now();
     timeval tv = toTimeval(options_.idle_timeout);
     evtimer_add(idle_timer_.get(), &tv);
@@ -79,8 +151,16 @@ class StreamForwarder final : public Forwarder {
   void stop() override { finish("shutdown", false); }
 
  private:
-  static void onEvent(evutil_socket_t, short, void* arg) {
-    static_cast<StreamForwarder*>(arg)->pump();
+  static void onEvent(evutil_socket_t fd, short, void* arg) {
+    auto* self = static_cast<StreamForwarder*>(arg);
+    // Readiness on a socket may unblock both what reads from it and what
+    // writes to it (TLS can need either for either); the kick unblocks nothing.
+    if (fd >= 0 && fd == self->client_.fd()) {
+      self->client_read_blocked_ = self->client_write_blocked_ = false;
+    } else if (fd >= 0 && self->upstream_ && fd == self->upstream_->fd()) {
+      self->upstream_read_blocked_ = self->upstream_write_blocked_ = false;
+    }
+    self->pump();
   }
 
   static void onIdle(evutil_socket_t, short, void* arg) {
@@ -101,18 +181,16 @@ class StreamForwarder final : public Forwarder {
     if (finished_) {
       return;
     }
-    client_.clearWants();
-    upstream_->clearWants();
     if (!initial_body_.empty()) {
       std::string initial = std::move(initial_body_);
       initial_body_.clear();
-      takeRequestBody(initial);
+      takeRequestBody(initial, false);
       if (finished_) {
         return;
       }
     }
     bool progress = true;
-    while (progress && !finished_) {
+    for (int round = 0; progress && round < kMaxRounds; ++round) {
       progress = false;
       if (handshaking_) {
         Stream::Result r = upstream_->handshake();
@@ -140,20 +218,30 @@ class StreamForwarder final : public Forwarder {
         return;
       }
       progress |= readUpstream();
+      if (finished_) {
+        return;
+      }
+      if (exchangeComplete()) {
+        complete();
+        return;
+      }
     }
-    if (finished_) {
-      return;
+    if (progress) {
+      // More to do, but the other connections get their turn first.
+      event_active(kick_.get(), EV_TIMEOUT, 0);
     }
-    if (exchangeComplete()) {
-      complete();
-      return;
-    }
+    releaseIdlePipes();
     updateInterest();
   }
 
+  // --- request: client -> upstream
+
   bool writeUpstream() {
+    if (handshaking_ || upstream_write_blocked_ || upstream_write_failed_) {
+      return false;
+    }
     bool progress = false;
-    while (!handshaking_ && to_upstream_.pending() > 0) {
+    while (to_upstream_.pending() > 0) {
       std::string_view out = to_upstream_.front();
       Stream::Result r = upstream_->write(out.data(), out.size());
       if (r.status == Stream::Io::ok && r.bytes > 0) {
@@ -161,30 +249,69 @@ class StreamForwarder final : public Forwarder {
         result_.bytes_up += r.bytes;
         last_activity_ = Clock::now();
         progress = true;
+        if (upstream_plain_ && r.bytes < out.size()) {
+          upstream_write_blocked_ = true;  // the socket is full: wait for it
+          return progress;
+        }
         continue;
       }
       if (r.status == Stream::Io::would_block) {
-        break;
+        upstream_write_blocked_ = true;
+        return progress;
       }
-      // The upstream went away while we were sending: a response may still be
-      // readable (S3 answers an early 403 and closes), so stop sending only.
-      upstream_write_failed_ = true;
-      to_upstream_ = Outbox{};
-      result_.upstream_reset = true;
-      break;
+      upstreamWriteFailed();
+      return progress;
+    }
+    if (up_.in_pipe > 0) {
+      Stream::Result r = spliceOut(up_, upstream_->fd(), &result_.bytes_up);
+      if (r.status == Stream::Io::error) {
+        upstreamWriteFailed();
+      } else if (r.status == Stream::Io::would_block) {
+        upstream_write_blocked_ = true;
+      }
+      progress |= r.bytes > 0;
     }
     return progress;
+  }
+
+  // The upstream went away while we were sending: a response may still be
+  // readable (S3 answers an early 403 and closes), so stop sending only.
+  void upstreamWriteFailed() {
+    upstream_write_failed_ = true;
+    to_upstream_.clear();
+    dropPipe(up_);
+    result_.upstream_reset = true;
   }
 
   bool readClient() {
     bool progress = false;
     while (!request_body_.done() && !client_eof_ && !upstream_write_failed_ &&
-           to_upstream_.pending() < options_.buffer_bytes) {
-      size_t room = options_.buffer_bytes - to_upstream_.pending();
-      Stream::Result r = client_.read(scratch_.get(), room);
+           !(client_read_blocked_ && !client_.hasBufferedInput())) {
+      Stream::Result r;
+      if (spliceReady(up_, request_body_, to_upstream_)) {
+        if (up_.full || up_.in_pipe >= up_.pipe.capacity()) {
+          break;  // the upstream drains the pipe first
+        }
+        r = spliceIn(up_, client_.fd(), request_body_, &client_read_blocked_);
+        if (up_.refused) {
+          continue;  // copied from now on
+        }
+      } else {
+        if (to_upstream_.pending() >= options_.buffer_bytes) {
+          break;
+        }
+        size_t room = options_.buffer_bytes - to_upstream_.pending();
+        char* into = to_upstream_.tail(room);
+        r = client_.read(into, room);
+        if (r.status == Stream::Io::ok) {
+          if (client_plain_ && r.bytes < room) {
+            client_read_blocked_ = true;  // drained: the next read waits for readiness
+          }
+          takeRequestBody(std::string_view(into, r.bytes), true);
+        }
+      }
       if (r.status == Stream::Io::ok) {
         last_activity_ = Clock::now();
-        takeRequestBody(std::string_view(scratch_.get(), r.bytes));
         progress = true;
         if (finished_) {
           return true;
@@ -192,6 +319,9 @@ class StreamForwarder final : public Forwarder {
         continue;
       }
       if (r.status == Stream::Io::would_block) {
+        if (!up_.full) {
+          client_read_blocked_ = true;
+        }
         break;
       }
       // The client left before its request body ended.
@@ -201,34 +331,45 @@ class StreamForwarder final : public Forwarder {
       } else if (!response_started_) {
         finish("client_eof", false);
       }
-      return progress;
+      return true;
     }
     return progress;
   }
 
-  void takeRequestBody(std::string_view bytes) {
+  // `bytes` came from the client after the head; `in_place`: they were read
+  // into to_upstream_'s tail (not yet committed).
+  void takeRequestBody(std::string_view bytes, bool in_place) {
     if (bytes.empty()) {
       return;
     }
-    if (request_body_.done()) {
-      result_.leftover.append(bytes);
-      return;
+    size_t taken = 0;
+    if (!request_body_.done()) {
+      bool done = false;
+      BodyError error = BodyError::none;
+      taken = request_body_.feed(bytes, &done, &error);
+      if (error != BodyError::none) {
+        // A request body we cannot frame: nothing more of it goes upstream.
+        failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)), "bad_framing");
+        return;
+      }
     }
-    bool done = false;
-    BodyError error = BodyError::none;
-    size_t taken = request_body_.feed(bytes, &done, &error);
-    if (error != BodyError::none) {
-      // A request body we cannot frame: nothing more of it goes upstream.
-      failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)), "bad_framing");
-      return;
-    }
-    to_upstream_.append(bytes.substr(0, taken));
     if (taken < bytes.size()) {
+      // The next request, pipelined: it waits for the session.
       result_.leftover.append(bytes.substr(taken));
+    }
+    if (in_place) {
+      to_upstream_.commit(taken);
+    } else {
+      to_upstream_.append(bytes.substr(0, taken));
     }
   }
 
+  // --- response: upstream -> client
+
   bool writeClient() {
+    if (client_write_blocked_) {
+      return false;
+    }
     bool progress = false;
     while (to_client_.pending() > 0) {
       std::string_view out = to_client_.front();
@@ -238,13 +379,29 @@ class StreamForwarder final : public Forwarder {
         result_.bytes_down += r.bytes;
         last_activity_ = Clock::now();
         progress = true;
+        if (client_plain_ && r.bytes < out.size()) {
+          client_write_blocked_ = true;
+          return progress;
+        }
         continue;
       }
       if (r.status == Stream::Io::would_block) {
-        break;
+        client_write_blocked_ = true;
+        return progress;
       }
       finish("client_error", false);
-      return progress;
+      return true;
+    }
+    if (down_.in_pipe > 0) {
+      Stream::Result r = spliceOut(down_, client_.fd(), &result_.bytes_down);
+      if (r.status == Stream::Io::error) {
+        finish("client_error", false);
+        return true;
+      }
+      if (r.status == Stream::Io::would_block) {
+        client_write_blocked_ = true;
+      }
+      progress |= r.bytes > 0;
     }
     return progress;
   }
@@ -252,49 +409,84 @@ class StreamForwarder final : public Forwarder {
   bool readUpstream() {
     bool progress = false;
     while (!handshaking_ && !response_done_ && !upstream_eof_ &&
-           to_client_.pending() < options_.buffer_bytes) {
-      size_t room = options_.buffer_bytes - to_client_.pending();
-      Stream::Result r = upstream_->read(scratch_.get(), room);
+           !(upstream_read_blocked_ && !upstream_->hasBufferedInput())) {
+      Stream::Result r;
+      if (head_done_ && spliceReady(down_, response_body_, to_client_)) {
+        if (down_.full || down_.in_pipe >= down_.pipe.capacity()) {
+          break;  // the client drains the pipe first
+        }
+        r = spliceIn(down_, upstream_->fd(), response_body_, &upstream_read_blocked_);
+        if (down_.refused) {
+          continue;
+        }
+        if (r.status == Stream::Io::ok && response_body_.done()) {
+          response_done_ = true;
+        }
+      } else {
+        if (to_client_.pending() >= options_.buffer_bytes) {
+          break;
+        }
+        size_t room = options_.buffer_bytes - to_client_.pending();
+        // Heads are read apart (they are rewritten); body bytes in place.
+        char* into = head_done_ ? to_client_.tail(room) : headScratch(options_.buffer_bytes);
+        r = upstream_->read(into, room);
+        if (r.status == Stream::Io::ok) {
+          if (upstream_plain_ && r.bytes < room) {
+            upstream_read_blocked_ = true;
+          }
+          if (head_done_) {
+            takeResponseBody(std::string_view(into, r.bytes), true);
+          } else {
+            takeResponseHeads(std::string_view(into, r.bytes));
+          }
+        }
+      }
       if (r.status == Stream::Io::ok) {
         last_activity_ = Clock::now();
         progress = true;
-        takeResponse(std::string_view(scratch_.get(), r.bytes));
         if (finished_) {
           return true;
         }
         continue;
       }
       if (r.status == Stream::Io::would_block) {
+        if (!down_.full) {
+          upstream_read_blocked_ = true;
+        }
         break;
       }
       upstream_eof_ = true;
       if (r.status == Stream::Io::error) {
         result_.upstream_reset = true;
       }
-      progress = true;
       onUpstreamEof(r.status == Stream::Io::error);
-      return progress;
+      return true;
     }
     return progress;
   }
 
-  void takeResponse(std::string_view bytes) {
-    if (!head_done_) {
-      head_buffer_.append(bytes);
-      parseHeads();
+  void takeResponseHeads(std::string_view bytes) {
+    if (head_buffer_.empty()) {
+      parseHeads(bytes);
       return;
     }
-    takeResponseBody(bytes);
+    // A head that trickles in is gathered; parsing resumes where it stopped.
+    std::string gathered = std::move(head_buffer_);
+    head_buffer_.clear();
+    gathered.append(bytes);
+    parseHeads(gathered);
   }
 
-  // Parses response heads from head_buffer_: 1xx heads are relayed as they
-  // come, the final one sets the body framing.
-  void parseHeads() {
+  // Parses response heads from `input`: 1xx heads are relayed as they come,
+  // the final one sets the body framing, and the bytes after it start the
+  // body. An incomplete head is kept in head_buffer_.
+  void parseHeads(std::string_view input) {
     ParseLimits limits{options_.max_header_bytes, options_.max_headers};
     while (!head_done_ && !finished_) {
-      ResponseParseResult parsed = parseResponseHead(head_buffer_, limits, head_checked_);
+      ResponseParseResult parsed = parseResponseHead(input, limits, head_checked_);
       if (parsed.status == ParseStatus::incomplete) {
-        head_checked_ = head_buffer_.size();
+        head_checked_ = input.size();
+        head_buffer_.assign(input);
         return;
       }
       head_checked_ = 0;
@@ -316,9 +508,9 @@ class StreamForwarder final : public Forwarder {
       if (head.interim()) {
         // RFC 9110 section 15.2: no 1xx to an HTTP/1.0 client.
         if (!client_http10_) {
-          appendHead(rewriteResponseHead(head));
+          appendHead(rewriteResponseHead(head), 0);
         }
-        head_buffer_.erase(0, used);
+        input.remove_prefix(used);
         continue;
       }
       ResponseFraming framing = checkResponseFraming(method_, head);
@@ -342,11 +534,9 @@ class StreamForwarder final : public Forwarder {
         // An HTTP/1.0 client keeps the connection only when told so.
         add = client_http10_ ? ConnectionField::keep_alive : ConnectionField::none;
       }
-      appendHead(rewriteResponseHead(head, add));
+      std::string_view rest = input.substr(used);
+      appendHead(rewriteResponseHead(head, add), rest.size());
       head_done_ = true;
-      std::string rest = head_buffer_.substr(used);
-      head_buffer_.clear();
-      head_buffer_.shrink_to_fit();
       if (response_body_.done()) {
         response_done_ = true;
         if (!rest.empty()) {
@@ -354,18 +544,21 @@ class StreamForwarder final : public Forwarder {
         }
         return;
       }
-      takeResponseBody(rest);
+      takeResponseBody(rest, false);
     }
   }
 
-  void appendHead(const HeadPieces& pieces) {
+  // `then`: body bytes about to follow the head, for one allocation.
+  void appendHead(const HeadPieces& pieces, size_t then) {
     response_started_ = true;
+    to_client_.tail(pieces.size() + then);
     for (std::string_view piece : pieces.pieces()) {
       to_client_.append(piece);
     }
   }
 
-  void takeResponseBody(std::string_view bytes) {
+  // `in_place`: the bytes were read into to_client_'s tail (not yet committed).
+  void takeResponseBody(std::string_view bytes, bool in_place) {
     if (bytes.empty()) {
       return;
     }
@@ -376,7 +569,11 @@ class StreamForwarder final : public Forwarder {
     bool done = false;
     BodyError error = BodyError::none;
     size_t taken = response_body_.feed(bytes, &done, &error);
-    to_client_.append(bytes.substr(0, taken));
+    if (in_place) {
+      to_client_.commit(taken);
+    } else {
+      to_client_.append(bytes.substr(0, taken));
+    }
     if (error != BodyError::none) {
       // The head is already with the client: all we can do is close.
       finish("bad_response_body", false);
@@ -408,16 +605,149 @@ class StreamForwarder final : public Forwarder {
     truncated_ = true;
   }
 
-  bool exchangeComplete() const {
-    if (truncated_ && to_client_.pending() == 0) {
+  // --- splice(2) between two plain sockets
+
+  // Whether the next body bytes of this way go through its pipe: they do
+  // while the pipe holds bytes; a new run starts only when nothing waits in
+  // the Outbox (order), the body may be moved unseen (a known length or until
+  // close) and enough of it is left, and a pipe is to be had.
+  bool spliceReady(SpliceWay& way, const BodyFramer& body, const Outbox& box) {
+    if (way.in_pipe > 0) {
       return true;
     }
-    return response_done_ && to_client_.pending() == 0;
+    if (!plain_ || way.refused || box.pending() > 0 || body.skippable() < kMinSpliceBytes) {
+      return false;
+    }
+    if (!way.pipe) {
+      if (!pool_) {
+        pool_ = &PipePool::local();
+        pool_thread_ = std::this_thread::get_id();
+        pool_->attach();
+      }
+      way.pipe = pool_->acquire();  // none to be had: copy through the Outbox
+    }
+    return static_cast<bool>(way.pipe);
+  }
+
+  // Splices body bytes from `fd` into the pipe, never more than the body has
+  // left (not a byte of the next message) nor than the pipe takes.
+  // would_block: the socket is drained, or the pipe full (way.full). A short
+  // splice sets *drained: the next one waits for readiness.
+  Stream::Result spliceIn(SpliceWay& way, int fd, BodyFramer& body, bool* drained) {
+    size_t room = way.pipe.capacity() - way.in_pipe;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(room, body.skippable()));
+    while (true) {
+      ssize_t n = splice(fd, nullptr, way.pipe.writeFd(), nullptr, want, kSpliceFlags);
+      if (n > 0) {
+        auto moved = static_cast<size_t>(n);
+        way.in_pipe += moved;
+        body.skip(moved);
+        // Short: the socket is drained (or the pipe's slots are used up,
+        // which the next attempt finds out).
+        *drained = moved < want;
+        return {Stream::Io::ok, moved};
+      }
+      if (n == 0) {
+        return {Stream::Io::eof, 0};
+      }
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN) {
+        // With bytes in the pipe it may be the pipe that is full (its slots
+        // can run out before its bytes): wait for the destination to drain it.
+        way.full = way.in_pipe > 0;
+        return {Stream::Io::would_block, 0};
+      }
+      if ((errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS) && way.in_pipe == 0) {
+        way.refused = true;
+        dropPipe(way);
+        return {Stream::Io::would_block, 0};
+      }
+      return {Stream::Io::error, 0};
+    }
+  }
+
+  // Splices what the pipe holds to `fd`, counting it in *counter.
+  Stream::Result spliceOut(SpliceWay& way, int fd, uint64_t* counter) {
+    Stream::Result result{Stream::Io::ok, 0};
+    while (way.in_pipe > 0) {
+      ssize_t n = splice(way.pipe.readFd(), nullptr, fd, nullptr, way.in_pipe, kSpliceFlags);
+      if (n > 0) {
+        auto moved = static_cast<size_t>(n);
+        bool short_write = moved < way.in_pipe;
+        way.in_pipe -= moved;
+        way.full = false;
+        *counter += moved;
+        result.bytes += moved;
+        last_activity_ = Clock::now();
+        if (short_write) {
+          result.status = Stream::Io::would_block;  // the socket is full
+          return result;
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      result.status = n < 0 && errno == EAGAIN ? Stream::Io::would_block : Stream::Io::error;
+      return result;
+    }
+    return result;
+  }
+
+  // An empty pipe whose source is drained (or whose body has ended) goes back
+  // to the pool: an idle exchange holds no pipe.
+  void releaseIdlePipes() {
+    if (pool_ == nullptr) {
+      return;
+    }
+    if (up_.pipe && up_.in_pipe == 0 && (client_read_blocked_ || request_body_.done())) {
+      pool_->release(std::move(up_.pipe), true);
+      up_.full = false;
+    }
+    if (down_.pipe && down_.in_pipe == 0 && (upstream_read_blocked_ || response_done_)) {
+      pool_->release(std::move(down_.pipe), true);
+      down_.full = false;
+    }
+  }
+
+  // Closes a pipe and forgets its bytes (a way that failed or gave up).
+  static void dropPipe(SpliceWay& way) {
+    way.pipe.reset();
+    way.in_pipe = 0;
+    way.full = false;
+  }
+
+  // Gives the pipes back (empty ones to the pool) and leaves the pool. Off
+  // the thread that joined it (its pool may be gone) they are only closed.
+  void releasePipes() {
+    if (pool_ == nullptr) {
+      return;
+    }
+    if (std::this_thread::get_id() == pool_thread_) {
+      for (SpliceWay* way : {&up_, &down_}) {
+        pool_->release(std::move(way->pipe), way->in_pipe == 0);
+      }
+      pool_->detach();
+    }
+    dropPipe(up_);
+    dropPipe(down_);
+    pool_ = nullptr;
+  }
+
+  // --- the end
+
+  bool exchangeComplete() const {
+    if (to_client_.pending() > 0 || down_.in_pipe > 0) {
+      return false;
+    }
+    return truncated_ || response_done_;
   }
 
   void complete() {
-    bool request_complete =
-        request_body_.done() && to_upstream_.pending() == 0 && !upstream_write_failed_;
+    bool request_complete = request_body_.done() && to_upstream_.pending() == 0 &&
+                            up_.in_pipe == 0 && !upstream_write_failed_;
     if (truncated_) {
       finish("upstream_eof", false);
       return;
@@ -455,6 +785,7 @@ class StreamForwarder final : public Forwarder {
     upstream_write_.reset();
     idle_timer_.reset();
     kick_.reset();
+    releasePipes();
     if (on_done_) {
       DoneCallback done = std::move(on_done_);
       done(std::move(result_));
@@ -462,12 +793,30 @@ class StreamForwarder final : public Forwarder {
   }
 
   void updateInterest() {
-    short client_wants = client_.wantEvents();
-    short upstream_wants = upstream_->wantEvents();
-    setEventWanted(client_read_.get(), (client_wants & EV_READ) != 0);
-    setEventWanted(client_write_.get(), (client_wants & EV_WRITE) != 0);
-    setEventWanted(upstream_read_.get(), (upstream_wants & EV_READ) != 0);
-    setEventWanted(upstream_write_.get(), (upstream_wants & EV_WRITE) != 0);
+    short client = 0;
+    short upstream = 0;
+    bool body_wanted = !request_body_.done() && !client_eof_ && !upstream_write_failed_;
+    if (body_wanted && client_read_blocked_) {
+      client |= client_.readWants();
+    }
+    if ((to_client_.pending() > 0 || down_.in_pipe > 0) && client_write_blocked_) {
+      client |= client_.writeWants();
+    }
+    if (handshaking_) {
+      upstream |= upstream_->wantEvents();
+    } else {
+      if (!response_done_ && !upstream_eof_ && upstream_read_blocked_) {
+        upstream |= upstream_->readWants();
+      }
+      bool up_pending = to_upstream_.pending() > 0 || up_.in_pipe > 0;
+      if (up_pending && !upstream_write_failed_ && upstream_write_blocked_) {
+        upstream |= upstream_->writeWants();
+      }
+    }
+    setEventWanted(client_read_.get(), (client & EV_READ) != 0);
+    setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
+    setEventWanted(upstream_read_.get(), (upstream & EV_READ) != 0);
+    setEventWanted(upstream_write_.get(), (upstream & EV_WRITE) != 0);
   }
 
   event_base* base_;
@@ -475,7 +824,9 @@ class StreamForwarder final : public Forwarder {
   std::unique_ptr<Stream> upstream_;
   ForwardOptions options_;
   DoneCallback on_done_;
-  std::unique_ptr<char[]> scratch_;
+  const bool plain_;  // both plain sockets: bodies of known length may be spliced
+  const bool client_plain_;
+  const bool upstream_plain_;
   std::string method_;
   bool client_wants_keep_alive_ = false;
   bool client_http10_ = false;
@@ -483,11 +834,23 @@ class StreamForwarder final : public Forwarder {
 
   Outbox to_upstream_;
   Outbox to_client_;
+  SpliceWay up_;              // request body, client -> upstream
+  SpliceWay down_;            // response body, upstream -> client
+  PipePool* pool_ = nullptr;  // this thread's, joined at the first pipe
+  std::thread::id pool_thread_;
   BodyFramer request_body_ = BodyFramer::none();
   BodyFramer response_body_ = BodyFramer::none();
   std::string initial_body_;  // client bytes that came with the request head
-  std::string head_buffer_;   // response head bytes until the head is complete
+  std::string head_buffer_;   // a response head that came in pieces, until complete
   size_t head_checked_ = 0;
+
+  // A plain socket that reported a short read (drained) or short write
+  // (full), or would block: not tried again until it reports readiness. The
+  // flags are cleared by any event on the socket (TLS needs either for either).
+  bool client_read_blocked_ = false;
+  bool client_write_blocked_ = false;
+  bool upstream_read_blocked_ = false;
+  bool upstream_write_blocked_ = false;
 
   bool handshaking_ = false;
   bool head_done_ = false;

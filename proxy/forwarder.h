@@ -4,8 +4,12 @@
 // origin-form without hop-by-hop fields, streams the request body to the
 // upstream and the response (1xx interim heads included) to the client, each
 // direction through one bounded buffer: a full buffer stops reading its
-// source. Framing is tracked on both sides so that both connections can be
-// kept alive, and any doubt about it closes the connection instead.
+// source. Between two plain sockets, a body of known length (Content-Length,
+// or a response read until the close) is spliced through a pipe from the
+// thread's PipePool instead, never past the body's end; chunked bodies and
+// TLS streams are copied. Framing is tracked on both sides so that both
+// connections can be kept alive, and any doubt about it closes the connection
+// instead.
 //
 // Contract: the session keeps owning the client stream and lends it for the
 // exchange; the forwarder owns the upstream stream and hands it back in the
@@ -39,15 +43,15 @@ struct ForwardResult {
   uint64_t bytes_down = 0;           // every byte sent to the client (interim heads too)
   bool client_reusable = false;      // the client connection may carry the next request
   std::unique_ptr<Stream> upstream;  // set when the upstream connection may be reused
-  std::string leftover;  // client bytes after this request's body (the next request)
-  std::string close;     // how the exchange ended, for the log
+  std::string leftover;              // client bytes after this request's body (the next request)
+  std::string close;                 // how the exchange ended, for the log
 };
 
 struct ForwardOptions {
   Duration idle_timeout{std::chrono::seconds(300)};
   size_t max_header_bytes = 65536;
   size_t max_headers = 100;
-  size_t buffer_bytes = 64 * 1024;  // per direction
+  size_t buffer_bytes = 64 * 1024;      // per direction
   bool allow_client_keep_alive = true;  // false while draining
 };
 
@@ -58,8 +62,8 @@ class Forwarder {
   // `head` and `after_head` are read during start() only. `upstream` must be
   // connected; a TLS stream is handshaken first.
   static std::unique_ptr<Forwarder> start(event_base* base, Stream& client,
-                                          std::unique_ptr<Stream> upstream,
-                                          const RequestHead& head, const RequestFraming& framing,
+                                          std::unique_ptr<Stream> upstream, const RequestHead& head,
+                                          const RequestFraming& framing,
                                           std::string_view after_head,
                                           const ForwardOptions& options, DoneCallback on_done);
   virtual ~Forwarder() = default;

@@ -917,6 +917,31 @@ size_t BodyFramer::feed(std::string_view bytes, bool* done, BodyError* error) {
   return take;
 }
 
+uint64_t BodyFramer::skippable() const {
+  if (done_ || error_ != BodyError::none) {
+    return 0;
+  }
+  switch (kind_) {
+    case BodyKind::content_length:
+      return remaining_;
+    case BodyKind::until_close:
+      return std::numeric_limits<uint64_t>::max();
+    case BodyKind::none:
+    case BodyKind::chunked:
+      break;
+  }
+  return 0;
+}
+
+void BodyFramer::skip(uint64_t n) {
+  n = std::min(n, skippable());
+  if (kind_ == BodyKind::content_length) {
+    remaining_ -= n;
+    done_ = remaining_ == 0;
+  }
+  body_bytes_ += n;
+}
+
 BodyError BodyFramer::atEof() const {
   if (error_ != BodyError::none) {
     return error_;

@@ -236,6 +236,13 @@ class BodyFramer {
   // ends there), the body's error if it failed, else truncated.
   [[nodiscard]] BodyError atEof() const;
 
+  // How many of the next body bytes may be moved without being looked at
+  // (spliced): content_length, the bytes still to come; until_close, as many
+  // as come (UINT64_MAX); none and chunked, 0: their bytes must be fed.
+  uint64_t skippable() const;
+  // Takes `n` body bytes that were moved without feed(); n <= skippable().
+  void skip(uint64_t n);
+
   BodyKind kind() const { return kind_; }
   bool done() const { return done_; }
   uint64_t bodyBytes() const { return body_bytes_; }  // fed and taken so far

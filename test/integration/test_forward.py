@@ -926,6 +926,52 @@ class ForwardExchangeTest(ForwardCase):
         self.assertEqual(rec["upstream"], f"{up.ip}:80")
         self.assertEqual(up.requests[0]["head"], f"GET /p HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n".encode())
 
+    def test_plain_upstream_bodies_spliced_byte_exact_with_keep_alive(self):
+        # Between two plain sockets, bodies of known length go through a pipe
+        # (splice); a request pipelined right after a body, a response read until
+        # the close, and the byte counts must come out exactly as when copying.
+        big = random.Random(8).randbytes(5 * 1024 * 1024 + 7)
+
+        def responder(req):
+            if req["method"] == "PUT":
+                return [response(200, b"")]
+            if req["target"] == "/big":
+                return [response(200, big)]
+            if req["target"] == "/until-close":
+                return [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", big, "close"]
+            return [response(200, b"ok:" + req["target"].encode())]
+
+        up = self.upstream(plain=True, responder=responder)
+        self.start_forward(up)
+        c = self.client()
+        put = request("PUT", f"http://{MEDIA}/up", body=big)
+        get = request("GET", f"http://{MEDIA}/big")
+        c.send(put + get)  # the GET pipelined right after the body
+        first = c.read_response(method="PUT")
+        self.assertEqual(first.status, 200)
+        second = c.read_response()
+        self.assertEqual(second.body, big)
+        c.send(request("GET", f"http://{MEDIA}/small"))
+        self.assertEqual(c.read_response().body, b"ok:/small")
+        up.wait_requests(3)
+        self.assertEqual(up.requests[0]["sha256"], hashlib.sha256(big).hexdigest())
+        self.assertEqual(up.requests[0]["body_len"], len(big))
+        self.assertEqual([r["target"] for r in up.requests], ["/up", "/big", "/small"])
+        self.assertEqual(len(up.connections), 1, "the upstream connection was not kept")
+        lines = self.log_lines(c, 3)
+        self.assertEqual(lines[0]["bytes_up"], len(up.requests[0]["head"]) + len(big))
+        self.assertEqual(lines[0]["bytes_down"], len(first.head))
+        self.assertEqual(lines[1]["bytes_down"], len(second.head) + len(big))
+        self.assertEqual(lines[1]["bytes_up"], len(up.requests[1]["head"]))
+        self.assertFalse(c.closed(timeout=0.3))
+
+        c.send(request("GET", f"http://{MEDIA}/until-close"))
+        reply = c.read_response()
+        self.assertEqual(reply.body, big)
+        self.assertTrue(c.closed())
+        rec = self.log_lines(c, 4)[3]
+        self.assertEqual(rec["bytes_down"], len(reply.head) + len(big))
+
 
 # ---------------------------------------------------------------------------
 # keep-alive and the upstream pool

@@ -1004,6 +1004,30 @@ TEST_CASE("body framer: one interface over every framing", "[http_message]") {
     REQUIRE(f.bodyBytes() == 15);
     REQUIRE(f.atEof() == BodyError::none);
   }
+  SECTION("skipping bytes moved without a look (splice)") {
+    BodyFramer f = BodyFramer::contentLength(10);
+    REQUIRE(f.skippable() == 10);
+    f.skip(4);
+    REQUIRE(f.skippable() == 6);
+    REQUIRE_FALSE(f.done());
+    REQUIRE(f.atEof() == BodyError::truncated);
+    REQUIRE(f.feed("ab", &done, &error) == 2);
+    f.skip(100);  // never past the body's end
+    REQUIRE(f.done());
+    REQUIRE(f.skippable() == 0);
+    REQUIRE(f.bodyBytes() == 10);
+    REQUIRE(f.atEof() == BodyError::none);
+
+    BodyFramer close = BodyFramer::untilClose();
+    REQUIRE(close.skippable() == UINT64_MAX);
+    close.skip(1 << 20);
+    REQUIRE_FALSE(close.done());
+    REQUIRE(close.bodyBytes() == 1 << 20);
+
+    REQUIRE(BodyFramer::chunked().skippable() == 0);  // chunk framing must be read
+    REQUIRE(BodyFramer::none().skippable() == 0);
+    REQUIRE(BodyFramer::contentLength(0).skippable() == 0);
+  }
   SECTION("chunked, malformed") {
     BodyFramer f = BodyFramer::chunked();
     REQUIRE(f.feed("5\r\nhelloXX", &done, &error) == 8);
