@@ -489,7 +489,12 @@ class StreamRelay final : public Relay {
     }
     if (d.src_eof && !d.done) {
       d.done = true;
-      d.dst->shutdownWrite();
+      const Flow& other = &d == &up_ ? down_ : up_;
+      if (!(other.done && d.dst_plain)) {
+        // The last direction to end needs no shutdown on a plain socket: both
+        // EOFs are read, and the close that follows sends the FIN.
+        d.dst->shutdownWrite();
+      }
       pool_->release(std::move(d.pipe), true);
       d.buf.reset();
       progress = true;

@@ -585,8 +585,9 @@ void Session::onPlainHttp(const RequestHead& head) {
   upstream_tls_ = config_->http.upstream_tls;
   upstream_port_ = upstream_tls_ ? 443 : decision_.port;
   pool_key_ = UpstreamPool::key(decision_.host, upstream_port_, upstream_tls_);
-  if (auto pooled = worker_.pool().take(pool_key_)) {
-    record_.upstream = "pooled";
+  std::string pooled_peer;
+  if (auto pooled = worker_.pool().take(pool_key_, &pooled_peer)) {
+    record_.upstream = std::move(pooled_peer);
     startForward(std::move(pooled));
     return;
   }
@@ -784,9 +785,6 @@ void Session::onRelayDone(const RelayResult& result) {
 }
 
 void Session::startForward(std::unique_ptr<Stream> upstream) {
-  if (auto peer = peerAddress(upstream->fd())) {
-    record_.upstream = peer->toString();
-  }
   transitionTo(State::forwarding);
   evtimer_del(timer_.get());
   event_del(client_read_.get());
@@ -828,7 +826,7 @@ void Session::onForwardDone(ForwardResult result) {
   record_.status = result.status;
   record_.close = result.close;
   if (result.upstream) {
-    worker_.pool().put(pool_key_, std::move(result.upstream));
+    worker_.pool().put(pool_key_, std::move(result.upstream), record_.upstream.value_or(""));
   }
   if (!result.client_reusable || worker_.server().draining()) {
     if (result.client_reusable) {

@@ -84,15 +84,6 @@ UniqueFd startConnect(const SocketAddress& address, bool* in_progress, int* erro
   return fd;
 }
 
-std::optional<SocketAddress> peerAddress(int fd) {
-  sockaddr_storage storage{};
-  socklen_t len = sizeof(storage);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
-    return std::nullopt;
-  }
-  return SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&storage));
-}
-
 int socketError(int fd) {
   int err = 0;
   socklen_t len = sizeof(err);

@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <optional>
 #include <string>
 #include <utility>
 
@@ -54,8 +53,6 @@ void setTcpOptions(int fd, Duration keepalive);
 UniqueFd listenOn(const SocketAddress& address, int backlog, std::string* error);
 // Starts a non-blocking connect; *in_progress is true when it has to be waited for.
 UniqueFd startConnect(const SocketAddress& address, bool* in_progress, int* error);
-// The address of the socket's peer, if it has one.
-std::optional<SocketAddress> peerAddress(int fd);
 // The socket's pending error (SO_ERROR) after a non-blocking connect.
 int socketError(int fd);
 std::string errnoText(int err);

@@ -18,7 +18,7 @@ bool UpstreamPool::stillQuiet(Stream& stream) {
   return r.status == Stream::Io::would_block;
 }
 
-std::unique_ptr<Stream> UpstreamPool::take(const std::string& key) {
+std::unique_ptr<Stream> UpstreamPool::take(const std::string& key, std::string* peer) {
   auto it = idle_.find(key);
   if (it == idle_.end()) {
     return nullptr;
@@ -32,6 +32,7 @@ std::unique_ptr<Stream> UpstreamPool::take(const std::string& key) {
     --total_;
     if (now - entry.since < limits_.idle && stillQuiet(*entry.stream)) {
       found = std::move(entry.stream);
+      *peer = std::move(entry.peer);
     }
   }
   if (it->second.empty()) {
@@ -40,7 +41,7 @@ std::unique_ptr<Stream> UpstreamPool::take(const std::string& key) {
   return found;
 }
 
-void UpstreamPool::put(const std::string& key, std::unique_ptr<Stream> stream) {
+void UpstreamPool::put(const std::string& key, std::unique_ptr<Stream> stream, std::string peer) {
   if (!stream) {
     return;
   }
@@ -55,7 +56,7 @@ void UpstreamPool::put(const std::string& key, std::unique_ptr<Stream> stream) {
       return;  // full: the connection closes
     }
   }
-  list.push_back(Idle{std::move(stream), std::chrono::steady_clock::now()});
+  list.push_back(Idle{std::move(stream), std::move(peer), std::chrono::steady_clock::now()});
   ++total_;
   if (sweep_timer_ && !evtimer_pending(sweep_timer_.get(), nullptr)) {
     timeval tv = toTimeval(limits_.idle);

@@ -32,15 +32,17 @@ class UpstreamPool {
 
   static std::string key(const std::string& host, uint16_t port, bool tls);
 
-  // A live idle connection for `key`, or nullptr.
-  std::unique_ptr<Stream> take(const std::string& key);
-  void put(const std::string& key, std::unique_ptr<Stream> stream);
+  // A live idle connection for `key`, or nullptr; *peer gets the address text
+  // it was put with (for the access log, without a getpeername per request).
+  std::unique_ptr<Stream> take(const std::string& key, std::string* peer);
+  void put(const std::string& key, std::unique_ptr<Stream> stream, std::string peer);
   size_t size() const { return total_; }
   void clear();
 
  private:
   struct Idle {
     std::unique_ptr<Stream> stream;
+    std::string peer;
     std::chrono::steady_clock::time_point since;
   };
   static void onSweep(evutil_socket_t, short, void* arg);
