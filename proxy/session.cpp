@@ -441,7 +441,9 @@ void Session::onClientHello() {
     fail(Reason::bad_host, "no TLS server name");
     return;
   }
-  event_del(client_read_.get());
+  // client_read_ stays registered: it is dropped if it fires before the
+  // relay or the forwarder takes the socket over (onReadable), and a handover
+  // within one callback costs no epoll_ctl.
   evtimer_del(timer_.get());
   head_length_ = 0;  // every byte read goes to the upstream unchanged
   plain_http_ = false;
@@ -481,7 +483,9 @@ void Session::parseBuffered() {
     fail(parsed.reason);
     return;
   }
-  event_del(client_read_.get());
+  // client_read_ stays registered: it is dropped if it fires before the
+  // relay or the forwarder takes the socket over (onReadable), and a handover
+  // within one callback costs no epoll_ctl.
   evtimer_del(timer_.get());
   head_length_ = parsed.head.head_length;
   head_ = std::move(parsed.head);
