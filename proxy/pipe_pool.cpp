@@ -45,6 +45,10 @@ Pipe PipePool::acquire() {
     free_.pop_back();
     return pipe;
   }
+  if (refused_until_ != std::chrono::steady_clock::time_point{} &&
+      std::chrono::steady_clock::now() < refused_until_) {
+    return Pipe();
+  }
   if (live_.fetch_add(1, std::memory_order_relaxed) >= maxLive()) {
     live_.fetch_sub(1, std::memory_order_relaxed);
     return Pipe();
@@ -60,7 +64,13 @@ Pipe PipePool::acquire() {
   if (size < 0) {
     size = fcntl(fds[1], F_GETPIPE_SZ);
   }
-  return Pipe(UniqueFd(fds[0]), UniqueFd(fds[1]), size > 0 ? static_cast<size_t>(size) : 4096);
+  Pipe pipe{UniqueFd(fds[0]), UniqueFd(fds[1]), size > 0 ? static_cast<size_t>(size) : 0};
+  if (pipe.capacity() < kMinPipeBytes) {
+    // Over the user's pipe budget: copying is cheaper than this pipe.
+    refused_until_ = std::chrono::steady_clock::now() + kRefusedPause;
+    return Pipe();  // `pipe` closes here
+  }
+  return pipe;
 }
 
 void PipePool::release(Pipe pipe, bool empty) {

@@ -11,9 +11,16 @@
 //   an idle process holds no pipe at all.
 // - At most maxLive() pipes exist in the process (a share of RLIMIT_NOFILE);
 //   beyond that acquire() fails and the caller copies through its buffer.
+// - The kernel's per-user pipe budget (fs.pipe-user-pages-soft, 16384 pages
+//   by default: 256 pipes of kPipeBytes) also ends splicing: past it an
+//   unprivileged user gets pipes of two pages, which would move 8 KiB per
+//   splice. A pipe smaller than kMinPipeBytes is closed at once and the
+//   thread stops asking for new ones for kRefusedPause; callers copy
+//   meanwhile (their 64 KiB buffers beat a tiny pipe).
 // Pipes that still hold bytes are closed, never pooled.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -58,6 +65,8 @@ class PipePool {
   // Asked of F_SETPIPE_SZ; the default size (64 KiB) when the kernel refuses.
   static constexpr size_t kPipeBytes = 256 * 1024;
   static constexpr size_t kMaxPooled = 8;
+  static constexpr size_t kMinPipeBytes = 64 * 1024;  // Linux's default pipe size
+  static constexpr std::chrono::seconds kRefusedPause{1};
 
   // The calling thread's pool.
   static PipePool& local();
@@ -87,6 +96,8 @@ class PipePool {
 
   std::vector<Pipe> free_;
   size_t users_ = 0;
+  // Until then new pipes are not asked for: the kernel gave a small one.
+  std::chrono::steady_clock::time_point refused_until_{};
   static std::atomic<size_t> live_;
 };
 
