@@ -2,7 +2,7 @@
 
 namespace s3gate {
 
-UpstreamPool::UpstreamPool(event_base* base, const Limits& limits) : limits_(limits) {
+UpstreamPool::UpstreamPool(event_base* base, const Limits& limits) : base_(base), limits_(limits) {
   sweep_timer_.reset(evtimer_new(base, &onSweep, this));
 }
 
@@ -18,7 +18,25 @@ bool UpstreamPool::stillQuiet(Stream& stream) {
   return r.status == Stream::Io::would_block;
 }
 
-std::unique_ptr<Stream> UpstreamPool::take(const std::string& key, std::string* peer) {
+void UpstreamPool::drop(Idle& entry) {
+  if (entry.stream) {
+    entry.watch.reset();
+    entry.stream.reset();
+    --total_;
+  }
+}
+
+void UpstreamPool::onWatch(evutil_socket_t, short, void* arg) {
+  auto* entry = static_cast<Idle*>(arg);
+  // EOF, an error or bytes nobody asked for end the connection; a TLS
+  // session ticket is absorbed and the connection stays.
+  if (!stillQuiet(*entry->stream)) {
+    entry->pool->drop(*entry);  // the entry itself goes at the next take or sweep
+  }
+}
+
+std::unique_ptr<Stream> UpstreamPool::take(const std::string& key, std::string* peer,
+                                           EventPtr* watch) {
   auto it = idle_.find(key);
   if (it == idle_.end()) {
     return nullptr;
@@ -27,12 +45,18 @@ std::unique_ptr<Stream> UpstreamPool::take(const std::string& key, std::string* 
   std::unique_ptr<Stream> found;
   // Newest first: the most recently used connection is the likeliest alive.
   while (!it->second.empty() && !found) {
-    Idle entry = std::move(it->second.back());
+    std::unique_ptr<Idle> entry = std::move(it->second.back());
     it->second.pop_back();
+    if (!entry->stream) {
+      continue;  // closed while idle
+    }
+    auto idle = now - entry->since;
+    bool usable = idle < limits_.idle && (idle < kProbeAfter || stillQuiet(*entry->stream));
     --total_;
-    if (now - entry.since < limits_.idle && stillQuiet(*entry.stream)) {
-      found = std::move(entry.stream);
-      *peer = std::move(entry.peer);
+    if (usable) {
+      found = std::move(entry->stream);
+      *peer = std::move(entry->peer);
+      *watch = std::move(entry->watch);
     }
   }
   if (it->second.empty()) {
@@ -45,10 +69,13 @@ void UpstreamPool::put(const std::string& key, std::unique_ptr<Stream> stream, s
   if (!stream) {
     return;
   }
-  auto& list = idle_[key];
+  IdleList& list = idle_[key];
+  while (!list.empty() && !list.front()->stream) {
+    list.pop_front();  // closed while idle
+  }
   if (list.size() >= limits_.per_key) {
+    drop(*list.front());
     list.pop_front();
-    --total_;
   }
   if (total_ >= limits_.total) {
     sweep();
@@ -56,7 +83,17 @@ void UpstreamPool::put(const std::string& key, std::unique_ptr<Stream> stream, s
       return;  // full: the connection closes
     }
   }
-  list.push_back(Idle{std::move(stream), std::move(peer), std::chrono::steady_clock::now()});
+  auto entry = std::make_unique<Idle>();
+  entry->pool = this;
+  entry->peer = std::move(peer);
+  entry->since = std::chrono::steady_clock::now();
+  entry->watch.reset(event_new(base_, stream->fd(), EV_READ | EV_PERSIST, &onWatch, entry.get()));
+  if (!entry->watch) {
+    return;  // the connection closes
+  }
+  event_add(entry->watch.get(), nullptr);
+  entry->stream = std::move(stream);
+  idle_[key].push_back(std::move(entry));
   ++total_;
   if (sweep_timer_ && !evtimer_pending(sweep_timer_.get(), nullptr)) {
     timeval tv = toTimeval(limits_.idle);
@@ -76,11 +113,17 @@ void UpstreamPool::onSweep(evutil_socket_t, short, void* arg) {
 void UpstreamPool::sweep() {
   auto now = std::chrono::steady_clock::now();
   for (auto it = idle_.begin(); it != idle_.end();) {
-    auto& list = it->second;
-    while (!list.empty() && now - list.front().since >= limits_.idle) {
-      list.pop_front();
-      --total_;
+    IdleList& list = it->second;
+    IdleList kept;
+    for (auto& entry : list) {
+      if (entry->stream && now - entry->since >= limits_.idle) {
+        drop(*entry);
+      }
+      if (entry->stream) {
+        kept.push_back(std::move(entry));
+      }
     }
+    list.swap(kept);
     it = list.empty() ? idle_.erase(it) : std::next(it);
   }
 }
