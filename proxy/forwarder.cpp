@@ -140,6 +140,14 @@ class StreamForwarder final : public Forwarder {
     // The response cannot be there yet: the upstream is read once its socket
     // says so. A request body is tried at once (it usually follows the head).
     upstream_read_blocked_ = true;
+    // Both sockets are watched for reading from here on, in the callback that
+    // handed them over: the base's changelist folds this with the session's
+    // and the pool's deletes, so a kept-alive exchange costs no epoll_ctl. A
+    // client read that is not wanted (no body) is dropped if it fires.
+    event_add(client_read_.get(), nullptr);
+    if (!handshaking_) {
+      event_add(upstream_read_.get(), nullptr);
+    }
     last_activity_ = Clock::now();
     timeval tv = toTimeval(options_.idle_timeout);
     evtimer_add(idle_timer_.get(), &tv);
@@ -151,12 +159,15 @@ class StreamForwarder final : public Forwarder {
   void stop() override { finish("shutdown", false); }
 
  private:
-  static void onEvent(evutil_socket_t fd, short, void* arg) {
+  static void onEvent(evutil_socket_t fd, short what, void* arg) {
     auto* self = static_cast<StreamForwarder*>(arg);
     // Readiness on a socket may unblock both what reads from it and what
     // writes to it (TLS can need either for either); the kick unblocks nothing.
     if (fd >= 0 && fd == self->client_.fd()) {
       self->client_read_blocked_ = self->client_write_blocked_ = false;
+      if ((what & EV_READ) != 0 && !self->bodyWanted()) {
+        self->client_read_unwanted_ = true;  // pipelined bytes or EOF: wait for the end
+      }
     } else if (fd >= 0 && self->upstream_ && fd == self->upstream_->fd()) {
       self->upstream_read_blocked_ = self->upstream_write_blocked_ = false;
     }
@@ -779,24 +790,28 @@ class StreamForwarder final : public Forwarder {
       result_.client_reusable = false;
       result_.upstream.reset();
     }
-    client_read_.reset();
-    client_write_.reset();
-    upstream_read_.reset();
-    upstream_write_.reset();
     idle_timer_.reset();
     kick_.reset();
     releasePipes();
+    // The socket events go after on_done: the owner and the pool add theirs
+    // there first, so the sockets' interest never drops (no epoll_ctl). The
+    // owner destroys this forwarder only later (see the contract).
+    EventPtr events[] = {std::move(client_read_), std::move(client_write_),
+                         std::move(upstream_read_), std::move(upstream_write_)};
     if (on_done_) {
       DoneCallback done = std::move(on_done_);
       done(std::move(result_));
     }
   }
 
+  bool bodyWanted() const {
+    return !request_body_.done() && !client_eof_ && !upstream_write_failed_;
+  }
+
   void updateInterest() {
     short client = 0;
     short upstream = 0;
-    bool body_wanted = !request_body_.done() && !client_eof_ && !upstream_write_failed_;
-    if (body_wanted && client_read_blocked_) {
+    if (bodyWanted() && client_read_blocked_) {
       client |= client_.readWants();
     }
     if ((to_client_.pending() > 0 || down_.in_pipe > 0) && client_write_blocked_) {
@@ -813,7 +828,10 @@ class StreamForwarder final : public Forwarder {
         upstream |= upstream_->writeWants();
       }
     }
-    setEventWanted(client_read_.get(), (client & EV_READ) != 0);
+    // An unwanted client read stays registered until it fires (see init).
+    bool keep_client_read =
+        !client_read_unwanted_ && event_pending(client_read_.get(), EV_READ, nullptr);
+    setEventWanted(client_read_.get(), (client & EV_READ) != 0 || keep_client_read);
     setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
     setEventWanted(upstream_read_.get(), (upstream & EV_READ) != 0);
     setEventWanted(upstream_write_.get(), (upstream & EV_WRITE) != 0);
@@ -831,6 +849,7 @@ class StreamForwarder final : public Forwarder {
   bool client_wants_keep_alive_ = false;
   bool client_http10_ = false;
   bool keep_client_ = false;
+  bool client_read_unwanted_ = false;  // the client was readable while no body was wanted
 
   Outbox to_upstream_;
   Outbox to_client_;

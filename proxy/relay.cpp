@@ -150,7 +150,16 @@ class StreamRelay final : public Relay {
     timeval span = toTimeval(options_.idle_timeout);
     const timeval* common = event_base_init_common_timeout(base_, &span);
     evtimer_add(idle_timer_.get(), common != nullptr ? common : &span);
-    // Everything starts from the loop, so that on_done never runs inside start().
+    // Watch the sockets for reading now, in the callback that handed them
+    // over: the session's events for them go after this, so their interest
+    // never drops (no epoll_ctl). Everything else, writes included, starts
+    // from the loop, so that on_done never runs inside start().
+    if (up_.wantsRead()) {
+      event_add(client_event_.get(), nullptr);
+    }
+    if (down_.wantsRead()) {
+      event_add(upstream_event_.get(), nullptr);
+    }
     kick();
     return true;
   }

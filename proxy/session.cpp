@@ -590,9 +590,11 @@ void Session::onPlainHttp(const RequestHead& head) {
   upstream_port_ = upstream_tls_ ? 443 : decision_.port;
   pool_key_ = UpstreamPool::key(decision_.host, upstream_port_, upstream_tls_);
   std::string pooled_peer;
-  if (auto pooled = worker_.pool().take(pool_key_, &pooled_peer)) {
+  EventPtr idle_watch;
+  if (auto pooled = worker_.pool().take(pool_key_, &pooled_peer, &idle_watch)) {
     record_.upstream = std::move(pooled_peer);
     startForward(std::move(pooled));
+    idle_watch.reset();  // after the forwarder watches the socket (see take())
     return;
   }
   transitionTo(State::resolving);
@@ -725,12 +727,6 @@ void Session::startTunnel() {
   tunnel_open_ = true;
   tunnel_started_ = Clock::now();
   worker_.metrics().tunnelOpened();
-  // The relay has events of its own: an idle tunnel keeps none of these.
-  client_read_.reset();
-  client_write_.reset();
-  timer_.reset();
-  kick_.reset();
-  peek_retry_.reset();
 
   bool sni = listener_.mode == ListenerMode::sni;
   FirstBytesInspector inspector;
@@ -767,6 +763,13 @@ void Session::startTunnel() {
       worker_.base(), std::move(client_), Stream::plain(std::move(upstream_)), std::move(prefix_up),
       sni ? std::string() : std::string(kConnectEstablished), options, std::move(inspector),
       [this](const RelayResult& result) { onRelayDone(result); });
+  // The relay has events of its own (added before these go, so that the
+  // socket's interest never drops): an idle tunnel keeps none of these.
+  client_read_.reset();
+  client_write_.reset();
+  timer_.reset();
+  kick_.reset();
+  peek_retry_.reset();
   if (!relay_) {
     finish("error");
   }
@@ -791,8 +794,6 @@ void Session::onRelayDone(const RelayResult& result) {
 void Session::startForward(std::unique_ptr<Stream> upstream) {
   transitionTo(State::forwarding);
   evtimer_del(timer_.get());
-  event_del(client_read_.get());
-  event_del(client_write_.get());
   ForwardOptions options;
   options.idle_timeout = config_->limits.idle_timeout;
   options.max_header_bytes = config_->limits.max_header_bytes;
@@ -802,6 +803,10 @@ void Session::startForward(std::unique_ptr<Stream> upstream) {
   forwarder_ =
       Forwarder::start(worker_.base(), *client_, std::move(upstream), head_, framing_, after_head,
                        options, [this](ForwardResult result) { onForwardDone(std::move(result)); });
+  // Deleted after the forwarder added its own events for the socket: the
+  // socket's interest never drops, so the handover costs no epoll_ctl.
+  event_del(client_read_.get());
+  event_del(client_write_.get());
   if (!forwarder_) {
     finish("error");
   }
@@ -848,6 +853,8 @@ void Session::onForwardDone(ForwardResult result) {
   std::string leftover = std::move(result.leftover);
   in_ = std::move(leftover);
   transitionTo(State::reading_head);
+  // Watched again in the callback where the forwarder let go of it: no epoll_ctl.
+  event_add(client_read_.get(), nullptr);
   event_active(kick_.get(), EV_TIMEOUT, 0);
 }
 
