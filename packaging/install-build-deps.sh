@@ -15,6 +15,8 @@ packages=(
   haproxy
   # the fleet template test reads CloudFormation YAML
   python3-yaml
+  # the style check of test/run-all.sh (the code follows .clang-format)
+  clang-format
 )
 
 missing=()

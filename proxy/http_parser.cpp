@@ -1,9 +1,10 @@
-#include "acl/text.h"
 #include "proxy/http_parser.h"
 
 #include <algorithm>
 #include <array>
 #include <utility>
+
+#include "acl/text.h"
 
 // Choices where RFC 9112 lets a server be lenient, taken the strict way because
 // a proxy that reads a request differently from the server behind it can be
@@ -85,8 +86,6 @@ bool is(char c, uint8_t cls) {
 bool allOf(std::string_view text, uint8_t cls) {
   return std::all_of(text.begin(), text.end(), [cls](char c) { return is(c, cls); });
 }
-
-
 
 bool startsWithIgnoreCase(std::string_view text, std::string_view prefix) {
   return text.size() >= prefix.size() && equalsIgnoreCase(text.substr(0, prefix.size()), prefix);

@@ -64,7 +64,7 @@ using FirstBytesInspector = std::function<InspectVerdict(std::string_view client
 struct RelayOptions {
   Duration idle_timeout{std::chrono::seconds(300)};
   size_t buffer_bytes = 64 * 1024;  // per direction
-  bool zero_copy = true;  // splice(2) between two plain sockets
+  bool zero_copy = true;            // splice(2) between two plain sockets
 };
 
 class Relay {

@@ -17,6 +17,8 @@ build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 build build-asan -DCMAKE_BUILD_TYPE=Debug -DS3GATE_SANITIZE=ON
 
 status=0
+echo "== style: every C++ file follows .clang-format"
+(cd "$root" && git ls-files '*.cpp' '*.h' | xargs clang-format --dry-run --Werror) || status=1
 echo "== tests: normal build"
 (cd "$root/build" && ctest --output-on-failure -j "$jobs") || status=1
 echo "== tests: ASan+UBSan build"

@@ -132,7 +132,8 @@ void putHeader(std::string& out, char cmd, uint64_t n) {
 
 bool ieq(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -204,7 +205,7 @@ struct ChunkedDrop {
 struct ServerConn {
   int fd = -1;
   bool http = false;
-  std::string out;      // bytes waiting to be written
+  std::string out;  // bytes waiting to be written
   size_t out_off = 0;
   uint64_t source_left = 0;  // body / source bytes still to send from g_zeros
   // tunnel protocol
@@ -212,9 +213,9 @@ struct ServerConn {
   char cmd = 0;
   uint64_t sink_left = 0;
   // http
-  std::string in;           // unparsed request bytes
-  bool in_body = false;     // dropping a request body
-  uint64_t body_left = 0;   // Content-Length body bytes left
+  std::string in;          // unparsed request bytes
+  bool in_body = false;    // dropping a request body
+  uint64_t body_left = 0;  // Content-Length body bytes left
   bool chunked = false;
   ChunkedDrop chunks;
   uint32_t events = 0;
@@ -385,7 +386,8 @@ class Server {
       }
     }
     // Fairness: come back on the next loop pass.
-    want(c, (c.out_off < c.out.size() || c.source_left > 0) ? uint32_t(EPOLLOUT) : uint32_t(EPOLLIN));
+    want(c,
+         (c.out_off < c.out.size() || c.source_left > 0) ? uint32_t(EPOLLOUT) : uint32_t(EPOLLIN));
     return true;
   }
 
@@ -470,10 +472,11 @@ class Server {
         size_t slash = target.rfind('/');
         uint64_t len = std::strtoull(target.c_str() + slash + 1, nullptr, 10);
         char buf[160];
-        int hn = std::snprintf(buf, sizeof buf,
-                               "HTTP/1.1 200 OK\r\nContent-Length: %" PRIu64
-                               "\r\nContent-Type: application/octet-stream\r\nCache-Control: no-store\r\n\r\n",
-                               len);
+        int hn = std::snprintf(
+            buf, sizeof buf,
+            "HTTP/1.1 200 OK\r\nContent-Length: %" PRIu64
+            "\r\nContent-Type: application/octet-stream\r\nCache-Control: no-store\r\n\r\n",
+            len);
         c.out.append(buf, size_t(hn));
         if (method == "GET") {
           if (len <= 65536) {
@@ -486,7 +489,10 @@ class Server {
         std::string_view te = headerValue(head, "Transfer-Encoding");
         c.chunked = !te.empty() && te.find("chunked") != std::string_view::npos;
         c.chunks = ChunkedDrop{};
-        c.body_left = c.chunked ? 0 : std::strtoull(std::string(headerValue(head, "Content-Length")).c_str(), nullptr, 10);
+        c.body_left = c.chunked
+                          ? 0
+                          : std::strtoull(std::string(headerValue(head, "Content-Length")).c_str(),
+                                          nullptr, 10);
         c.in_body = true;
         if (!c.chunked && c.body_left == 0) {
           c.in_body = false;
@@ -555,10 +561,10 @@ struct Conn {
   St st = St::connecting;
   std::string out;
   size_t out_off = 0;
-  std::string in;              // head bytes (CONNECT reply, HTTP response head)
-  uint64_t send_left = 0;      // bulk bytes to send from g_zeros
-  uint64_t recv_left = 0;      // bytes still expected (tunnel data, echo, body)
-  bool want_ack = false;       // upload: waiting for 'K'
+  std::string in;          // head bytes (CONNECT reply, HTTP response head)
+  uint64_t send_left = 0;  // bulk bytes to send from g_zeros
+  uint64_t recv_left = 0;  // bytes still expected (tunnel data, echo, body)
+  bool want_ack = false;   // upload: waiting for 'K'
   uint32_t events = 0;
   // http
   bool in_resp_body = false;
@@ -567,7 +573,7 @@ struct Conn {
   bool server_closes = false;  // the response said Connection: close
   ChunkedDrop chunks;
   uint64_t req_start = 0;
-  uint64_t responses = 0;      // completed on this connection
+  uint64_t responses = 0;  // completed on this connection
 };
 
 class Client {
@@ -826,7 +832,8 @@ class Client {
     if (!sending && !receiving) {
       return 1;
     }
-    want(c, sending ? (uint32_t(EPOLLOUT) | (receiving ? uint32_t(EPOLLIN) : 0u)) : uint32_t(EPOLLIN));
+    want(c,
+         sending ? (uint32_t(EPOLLOUT) | (receiving ? uint32_t(EPOLLIN) : 0u)) : uint32_t(EPOLLIN));
     return 0;
   }
 
@@ -914,7 +921,8 @@ class Client {
       closeConn(c);
     }
     char extra[64];
-    std::snprintf(extra, sizeof extra, ",\"mb_per_s\":%.1f", double(bytes_) / 1e6 / std::max(seconds_, 1e-9));
+    std::snprintf(extra, sizeof extra, ",\"mb_per_s\":%.1f",
+                  double(bytes_) / 1e6 / std::max(seconds_, 1e-9));
     printResult(extra);
     return failed || timed_out_ ? 1 : 0;
   }
@@ -973,10 +981,12 @@ class Client {
         [&] { return live_ == 0 && (started >= count || nowNs() >= deadline_); });
     seconds_ = double(nowNs() - t0) / 1e9;
     std::sort(lat.begin(), lat.end());
-    auto pct = [&](double p) { return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3; };
+    auto pct = [&](double p) {
+      return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3;
+    };
     char extra[160];
-    std::snprintf(extra, sizeof extra, ",\"per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f", double(ok_) / seconds_,
-                  pct(0.5), pct(0.99));
+    std::snprintf(extra, sizeof extra, ",\"per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f",
+                  double(ok_) / seconds_, pct(0.5), pct(0.99));
     printResult(extra);
     return 0;
   }
@@ -1065,8 +1075,8 @@ class Client {
     }
     std::string hostport = url.substr(7, url.find('/', 7) - 7);
     std::string path = url.substr(url.find('/', 7));
-    std::string head = method + " " + (t_.via_proxy ? url : path) + " HTTP/1.1\r\nHost: " + hostport +
-                       "\r\nUser-Agent: s3gate-loadgen\r\n";
+    std::string head = method + " " + (t_.via_proxy ? url : path) +
+                       " HTTP/1.1\r\nHost: " + hostport + "\r\nUser-Agent: s3gate-loadgen\r\n";
     if (method == "PUT") {
       head += "Content-Length: " + std::to_string(body) + "\r\n";
     }
@@ -1249,11 +1259,15 @@ class Client {
     // Bodies of requests retried on a new connection are not counted twice.
     bytes_ = method == "GET" ? body_bytes : ok_ * body;
     std::sort(lat.begin(), lat.end());
-    auto pct = [&](double p) { return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3; };
+    auto pct = [&](double p) {
+      return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3;
+    };
     char extra[256];
     std::snprintf(extra, sizeof extra,
-                  ",\"per_s\":%.1f,\"mb_per_s\":%.1f,\"reconnects\":%" PRIu64 ",\"p50_us\":%.1f,\"p99_us\":%.1f",
-                  double(ok_) / seconds_, double(bytes_) / 1e6 / seconds_, reconnects, pct(0.5), pct(0.99));
+                  ",\"per_s\":%.1f,\"mb_per_s\":%.1f,\"reconnects\":%" PRIu64
+                  ",\"p50_us\":%.1f,\"p99_us\":%.1f",
+                  double(ok_) / seconds_, double(bytes_) / 1e6 / seconds_, reconnects, pct(0.5),
+                  pct(0.99));
     printResult(extra);
     return errors_ > 0 ? 1 : 0;
   }
@@ -1366,10 +1380,13 @@ int runPingPong(const Args& args) {
   double seconds = double(nowNs() - t0) / 1e9;
   close(fd);
   std::sort(lat.begin(), lat.end());
-  auto pct = [&](double p) { return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3; };
-  std::printf("{\"mode\":\"pingpong\",\"ok\":%zu,\"errors\":0,\"seconds\":%.6f,\"timed_out\":%s,"
-              "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"min_us\":%.2f}\n",
-              lat.size(), seconds, timed_out ? "true" : "false", pct(0.5), pct(0.99), pct(0.999), pct(0.0));
+  auto pct = [&](double p) {
+    return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / 1e3;
+  };
+  std::printf(
+      "{\"mode\":\"pingpong\",\"ok\":%zu,\"errors\":0,\"seconds\":%.6f,\"timed_out\":%s,"
+      "\"p50_us\":%.2f,\"p99_us\":%.2f,\"p999_us\":%.2f,\"min_us\":%.2f}\n",
+      lat.size(), seconds, timed_out ? "true" : "false", pct(0.5), pct(0.99), pct(0.999), pct(0.0));
   return timed_out ? 1 : 0;
 }
 
