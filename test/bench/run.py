@@ -453,8 +453,21 @@ class Runner:
             raise RuntimeError(f"loadgen {' '.join(argv)} printed nothing; stderr: {err.decode()[-500:]}")
         res = json.loads(lines[-1])
         res["proxy_cpu_s"] = cpu
+        res["client_cpu_s"] = lg
+        res["server_cpu_s"] = tree_cpu(self.upstream.proc.pid) - up0
         res["other_load_cores"] = max(0.0, other / max(wall, 1e-6))
         return res
+
+    @staticmethod
+    def measured(value, r, per_unit, **extra):
+        """One measurement: the primary value, the proxy's CPU per unit of work
+        and, for comparison, what the load generator's client and server spent
+        per unit (a proxy is a server to its client and a client to its server:
+        without a proxy those two ends are what the kernel asks of any proxy)."""
+        m = {"value": value, "cpu": per_unit(r["proxy_cpu_s"]),
+             "client_cpu": per_unit(r["client_cpu_s"]), "server_cpu": per_unit(r["server_cpu_s"]), "raw": r}
+        m.update(extra)
+        return m
 
     def common(self, proxy):
         a = ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{self.upstream.tunnel_port}"]
@@ -473,7 +486,7 @@ class Runner:
                               + self.common(proxy), 90, self.cpu_pid(proxy))
         if r["errors"] or r["timed_out"] or r["bytes"] != total:
             raise RuntimeError(f"{mode} failed: {r}")
-        return {"value": r["bytes"] / 1e6 / r["seconds"], "cpu": r["proxy_cpu_s"] / (r["bytes"] / GIB), "raw": r}
+        return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
 
     def setup(self, proxy):
         secs = 2 if self.quick else 6
@@ -481,7 +494,7 @@ class Runner:
                                "--max-seconds", str(secs)] + self.common(proxy), secs + 30, self.cpu_pid(proxy))
         if r["ok"] == 0:
             raise RuntimeError(f"setup failed: {r}")
-        return {"value": r["ok"] / r["seconds"], "cpu": r["proxy_cpu_s"] * 1000 / (r["ok"] / 1000), "raw": r}
+        return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
 
     def idle(self, proxy, count, size):
         """Fresh proxy; RSS before; `count` tunnels opened (and `size` bytes echoed); RSS after."""
@@ -527,8 +540,7 @@ class Runner:
         if r["timed_out"] or r["ok"] == 0:
             raise RuntimeError(f"pingpong failed: {r}")
         # CPU over the warm-up as well: count + warmup round trips.
-        return {"value": r["p50_us"], "value2": r["p99_us"],
-                "cpu": r["proxy_cpu_s"] * 1e6 / (r["ok"] + 1000), "raw": r}
+        return self.measured(r["p50_us"], r, lambda s: s * 1e6 / (r["ok"] + 1000), value2=r["p99_us"])
 
     def http_small(self, proxy):
         secs = 2 if self.quick else 6
@@ -537,7 +549,7 @@ class Runner:
                               + self.http_common(proxy), secs + 30, self.cpu_pid(proxy))
         if r["ok"] == 0 or r["errors"]:
             raise RuntimeError(f"http 1 KiB failed: {r}")
-        return {"value": r["ok"] / r["seconds"], "cpu": r["proxy_cpu_s"] * 1000 / (r["ok"] / 1000), "raw": r}
+        return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
 
     def http_big(self, proxy, method):
         n = 2 if self.quick else 8
@@ -548,7 +560,7 @@ class Runner:
         r = self.loadgen_json(argv + self.http_common(proxy), 90, self.cpu_pid(proxy))
         if r["ok"] != n or r["errors"] or r["bytes"] != n * size:
             raise RuntimeError(f"http {method} 64 MiB failed: {r}")
-        return {"value": r["bytes"] / 1e6 / r["seconds"], "cpu": r["proxy_cpu_s"] / (r["bytes"] / GIB), "raw": r}
+        return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
 
     def http_common(self, proxy):
         return ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:80"]
@@ -616,6 +628,41 @@ def syscall_profile(runner, proxy, mib):
                                                                     ("read", "recvfrom", "readv", "recvmsg", "splice")))),
                      "file": path}
     return out
+
+
+def perf_profile(runner, proxy, name, fn):
+    """perf record (cpu-clock: no hardware counters needed) on the proxy while
+    workload `name` runs once; returns where its CPU went: kernel, user-space
+    objects, and the system calls with the kernel work under them."""
+    if not shutil.which("perf"):
+        return {"skipped": "perf is not installed (Debian: linux-perf)"}
+    data = os.path.join(runner.args.workdir_path, f"perf-{proxy.name}-{name}.data")
+    rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data,
+                            "-p", str(proxy.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        fn(proxy)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGINT)
+        rec.wait(60)
+
+    def report(*extra):
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio"] + list(extra),
+                           capture_output=True, text=True, timeout=300)
+        return r.stdout.splitlines()
+
+    where = {}
+    for line in report("--no-children", "--sort", "dso", "-g", "none"):
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
+        if m and float(m.group(1)) >= 0.5:
+            where[m.group(2).strip("[]")] = float(m.group(1))
+    calls = {}
+    for line in report("--children", "--sort", "sym", "-g", "none"):
+        m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\] __x64_sys_(\w+)$", line)
+        if m and float(m.group(1)) >= 0.5:
+            calls[m.group(2)] = float(m.group(1))
+    return {"cpu_share_pct": where, "syscalls_pct": calls, "file": data}
 
 
 # ---------------------------------------------------------------------------
@@ -726,6 +773,9 @@ def main():
     ap.add_argument("--syscalls", action="store_true",
                     help="also strace -c -f each proxy (s3gate w1, Squid, tinyproxy) during a 1 GiB download "
                     "and upload: system calls per MiB (slow; not timed)")
+    ap.add_argument("--profile", default=None,
+                    help="after the measurements, run these workloads once more (comma-separated names) "
+                    "with `perf record -e cpu-clock -g` on s3gate w1 and print where its CPU went")
     ap.add_argument("--output", default=os.path.join(HERE, "results", "last.json"))
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
@@ -822,9 +872,17 @@ def main():
                 rs = entry["rounds"]
                 if rs:
                     entry["median"] = {k: (statistics.median(r[k] for r in rs) if rs[0].get(k) is not None else None)
-                                       for k in ("value", "value2", "cpu") if k in rs[0]}
+                                       for k in ("value", "value2", "cpu", "client_cpu", "server_cpu")
+                                       if k in rs[0]}
                     entry["median"].setdefault("value2", None)
                     entry["max_other_load_cores"] = round(max(r["raw"].get("other_load_cores", 0) for r in rs), 2)
+        wanted_profiles = [x.strip() for x in (args.profile or "").split(",") if x.strip()]
+        if wanted_profiles:
+            results["profiles"] = {}
+            s3 = next((p for p in proxies if p.name == "s3gate-w1"), None)
+            for spec in specs:
+                if s3 is not None and spec[0] in wanted_profiles:
+                    results["profiles"][spec[0]] = perf_profile(runner, s3, spec[0], spec[5])
         if args.syscalls:
             results["syscalls"] = {}
             for p in proxies:
@@ -851,6 +909,21 @@ def main():
             print(f"- {p.label}: {p.note}")
     for k, v in skipped.items():
         print(f"- {k} skipped: {v}")
+    ends = []
+    for name, title, unit, higher, cpu_unit, *_ in specs:
+        n = results["workloads"].get(name, {}).get("none", {}).get("median")
+        if cpu_unit and n and n.get("client_cpu") is not None:
+            ends.append(f"{name} {fmt(n['client_cpu'], cpu_unit)} + {fmt(n['server_cpu'], cpu_unit)} {cpu_unit}")
+    if ends:
+        print("- no proxy, CPU of the load generator's two ends per unit (client + server; a proxy is both): "
+              + "; ".join(ends))
+    for wname, prof in results.get("profiles", {}).items():
+        if "skipped" in prof:
+            print(f"- perf profile of s3gate w1, {wname}: skipped ({prof['skipped']})")
+            continue
+        share = ", ".join(f"{k} {v:.1f}%" for k, v in prof["cpu_share_pct"].items())
+        calls = ", ".join(f"{k} {v:.1f}%" for k, v in sorted(prof["syscalls_pct"].items(), key=lambda kv: -kv[1]))
+        print(f"- perf profile of s3gate w1, {wname}: {share}; system calls with the kernel work under them: {calls}")
     for pname, prof in results.get("syscalls", {}).items():
         for mode, s in prof.items():
             if isinstance(s, dict):
