@@ -442,6 +442,7 @@ class StreamForwarder final : public Forwarder {
         char* into = head_done_ ? to_client_.tail(room) : headScratch(options_.buffer_bytes);
         r = upstream_->read(into, room);
         if (r.status == Stream::Io::ok) {
+          upstream_spoke_ = upstream_spoke_ || r.bytes > 0;
           if (upstream_plain_ && r.bytes < room) {
             upstream_read_blocked_ = true;
           }
@@ -600,6 +601,7 @@ class StreamForwarder final : public Forwarder {
 
   void onUpstreamEof(bool error) {
     upstream_reusable_ = false;
+    result_.upstream_silent = !upstream_spoke_;
     if (!head_done_) {
       failOrClose(Reason::connect_failed,
                   error ? "the upstream reset the connection before responding"
@@ -874,6 +876,7 @@ class StreamForwarder final : public Forwarder {
   bool handshaking_ = false;
   bool head_done_ = false;
   bool response_started_ = false;
+  bool upstream_spoke_ = false;  // a byte came from the upstream
   bool response_done_ = false;
   bool upstream_reusable_ = false;
   bool upstream_eof_ = false;

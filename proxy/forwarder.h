@@ -36,8 +36,11 @@ struct ForwardResult {
   // the session answers with this reason (502 and the like).
   Reason error = Reason::none;
   std::string error_detail;
-  bool upstream_tls_error = false;   // the upstream TLS handshake failed
-  bool upstream_reset = false;       // the upstream failed mid-exchange
+  bool upstream_tls_error = false;  // the upstream TLS handshake failed
+  bool upstream_reset = false;      // the upstream failed mid-exchange
+  // The upstream closed or reset the connection without sending a byte: on a
+  // reused connection the request may be sent again on a new one.
+  bool upstream_silent = false;
   int status = 0;                    // the final response status relayed
   uint64_t bytes_up = 0;             // every byte sent upstream (head, body, chunk framing)
   uint64_t bytes_down = 0;           // every byte sent to the client (interim heads too)

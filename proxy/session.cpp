@@ -141,7 +141,9 @@ void Session::transitionTo(State next) {
       case State::relaying:
         return next == State::closed;
       case State::forwarding:
-        return next == State::reading_head || next == State::responding || next == State::closed;
+        // resolving: a request sent again on a new connection (onForwardDone)
+        return next == State::reading_head || next == State::resolving ||
+               next == State::responding || next == State::closed;
       case State::responding:
         return next == State::lingering || next == State::closed;
       case State::lingering:
@@ -593,6 +595,7 @@ void Session::onPlainHttp(const RequestHead& head) {
   EventPtr idle_watch;
   if (auto pooled = worker_.pool().take(pool_key_, &pooled_peer, &idle_watch)) {
     record_.upstream = std::move(pooled_peer);
+    upstream_reused_ = true;
     startForward(std::move(pooled));
     idle_watch.reset();  // after the forwarder watches the socket (see take())
     return;
@@ -702,6 +705,7 @@ void Session::onConnected() {
   worker_.metrics().observeUpstreamConnect(seconds);
   setTcpOptions(upstream_.get(), config_->limits.tcp_keepalive);
   record_.upstream = upstream_address_.toString();
+  upstream_reused_ = false;
   if (!plain_http_) {
     startTunnel();
     return;
@@ -826,6 +830,19 @@ void Session::onForwardDone(ForwardResult result) {
   worker_.metrics().addBytes(Direction::down, result.bytes_down);
   worker_.metrics().addBucketBytes(record_.rule, Direction::up, result.bytes_up);
   worker_.metrics().addBucketBytes(record_.rule, Direction::down, result.bytes_down);
+  bool no_body = framing_.body.kind == BodyKind::none ||
+                 (framing_.body.kind == BodyKind::content_length && framing_.body.length == 0);
+  if (result.error != Reason::none && result.upstream_silent && upstream_reused_ && no_body &&
+      !resent_) {
+    // A kept-alive connection the upstream closed as the request went out
+    // (it had closed it while idle, the close still on its way): the request
+    // had no body, so it goes once more on a new connection. In `in_` it is
+    // still whole.
+    resent_ = true;
+    transitionTo(State::resolving);
+    resolveTarget();
+    return;
+  }
   if (result.error != Reason::none) {
     // Nothing of the response reached the client: it gets an error instead.
     transitionTo(State::responding);
@@ -866,6 +883,7 @@ void Session::nextRequest() {
   head_ = RequestHead{};
   head_length_ = 0;
   parse_checked_ = 0;
+  resent_ = false;
   decision_ = Decision{};
   addresses_.clear();
   resetRecord();

@@ -164,6 +164,8 @@ class Session {
   RequestHead head_;  // the current request; its views point into in_
   RequestFraming framing_;
   bool plain_http_ = false;
+  bool upstream_reused_ = false;  // the forwarder's upstream came from the pool
+  bool resent_ = false;           // this request was sent again on a new connection
   uint16_t upstream_port_ = 0;
   bool upstream_tls_ = false;
   std::string pool_key_;

@@ -1038,6 +1038,47 @@ class KeepAliveTest(ForwardCase):
             time.sleep(0.4)
         self.assertEqual(len(up.connections), 3)
 
+    def check_sent_again(self, how):
+        # The race every pool has: the upstream closed a kept-alive connection
+        # while it was idle and the close crossed our request. Emulated: the
+        # upstream answers the first request of each connection and closes the
+        # connection (`how`: silently, or with a reset) on the second.
+        up = self.upstream(responder=lambda req: [how] if req["index"] >= 1
+                           else [response(200, b"ok:" + req["target"].encode())])
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/a"))
+        self.assertEqual(c.read_response().body, b"ok:/a")
+        c.send(request("GET", f"http://{MEDIA}/b"))
+        reply = c.read_response()
+        self.assertEqual((reply.status, reply.body), (200, b"ok:/b"), reply.head)
+        # /b went twice: on the pooled connection, then on a new one.
+        self.assertEqual([(r["conn"], r["target"]) for r in up.requests],
+                         [(0, "/a"), (0, "/b"), (1, "/b")])
+        lines = self.log_lines(c, 2)
+        self.assertEqual(lines[1]["status"], 200)
+        self.assertFalse(c.closed(timeout=0.2))
+        # A request with a body is never sent twice: the client gets the 502.
+        c.send(request("PUT", f"http://{MEDIA}/c", body=b"payload"))
+        reply = c.read_response(method="PUT")
+        self.assertEqual(reply.status, 502)
+        self.assertEqual([r["target"] for r in up.requests].count("/c"), 1)
+
+    def test_request_without_body_sent_again_when_a_reused_connection_closes(self):
+        self.check_sent_again("close")
+
+    def test_request_without_body_sent_again_when_a_reused_connection_resets(self):
+        self.check_sent_again("rst")
+
+    def test_fresh_connection_closed_silently_is_not_retried(self):
+        up = self.upstream(responder=lambda req: ["close"])
+        self.start_forward(up, {"workers": 1})
+        c = self.client()
+        c.send(request("GET", f"http://{MEDIA}/never"))
+        reply = c.read_response()
+        self.assertEqual(reply.status, 502)
+        self.assertEqual(len(up.requests), 1)
+
     def test_session_resumed_on_new_connection(self):
         up = self.upstream(responder=lambda req: [response(200, b"x", headers=[("Connection", "close")])])
         self.start_forward(up, {"workers": 1})
