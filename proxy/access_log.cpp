@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -241,6 +242,7 @@ std::unique_ptr<AccessLog> AccessLog::open(const std::string& target, size_t max
     log->file_ = std::make_shared<UniqueFd>(std::move(fd));
   }
   log->writer_ = std::thread([raw = log.get()] { raw->run(); });
+  pthread_setname_np(log->writer_.native_handle(), "s3gate-log");
   return log;
 }
 

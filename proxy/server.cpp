@@ -1,6 +1,7 @@
 #include "proxy/server.h"
 
 #include <event2/thread.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -105,6 +106,9 @@ bool Worker::init(const Config& config, std::string* error) {
 
 void Worker::startThread() {
   thread_ = std::thread([this] { event_base_loop(base_.get(), EVLOOP_NO_EXIT_ON_EMPTY); });
+  // Named for top -H, ps -L and /proc/PID/task/*/comm: s3gate-w0, s3gate-w1, ...
+  std::string name = "s3gate-w" + std::to_string(index_);
+  pthread_setname_np(thread_.native_handle(), name.c_str());
 }
 
 void Worker::join() {

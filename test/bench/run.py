@@ -135,6 +135,20 @@ def tree_cpu(pid):
     return sum(proc_cpu(p) for p in tree(pid))
 
 
+def thread_cpu(pid):
+    """CPU seconds of each thread of `pid`, summed by thread name (comm)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    st = f.read()
+                name = st[st.index("(") + 1:st.rindex(")")]
+                fields = st[st.rindex(")") + 2:].split()
+                out[name] = out.get(name, 0.0) + (int(fields[14 - 3]) + int(fields[15 - 3])) / CLK_TCK
+    return out
+
+
 def tree_rss_kib(pid):
     total = 0
     for p in tree(pid):
@@ -433,6 +447,7 @@ class Runner:
                 os.sched_setaffinity(0, {0})
         busy0 = machine_busy()
         cpu0 = tree_cpu(cpu_pid) if cpu_pid else 0.0
+        threads0 = thread_cpu(cpu_pid) if cpu_pid else {}
         up0 = tree_cpu(self.upstream.proc.pid)
         kids0 = proc_children_cpu_self()
         t0 = time.monotonic()
@@ -453,6 +468,9 @@ class Runner:
             raise RuntimeError(f"loadgen {' '.join(argv)} printed nothing; stderr: {err.decode()[-500:]}")
         res = json.loads(lines[-1])
         res["proxy_cpu_s"] = cpu
+        if cpu_pid:
+            threads1 = thread_cpu(cpu_pid)
+            res["threads_cpu_s"] = {k: round(v - threads0.get(k, 0.0), 3) for k, v in threads1.items()}
         res["client_cpu_s"] = lg
         res["server_cpu_s"] = tree_cpu(self.upstream.proc.pid) - up0
         res["other_load_cores"] = max(0.0, other / max(wall, 1e-6))
@@ -909,6 +927,17 @@ def main():
             print(f"- {p.label}: {p.note}")
     for k, v in skipped.items():
         print(f"- {k} skipped: {v}")
+    for name, title, unit, higher, cpu_unit, *_ in specs:
+        rounds_w2 = results["workloads"].get(name, {}).get("s3gate-w2", {}).get("rounds", [])
+        workers = {}
+        for r in rounds_w2:
+            for k, v in r["raw"].get("threads_cpu_s", {}).items():
+                if k.startswith("s3gate-w"):
+                    workers[k] = workers.get(k, 0.0) + v
+        if name == "setup" and sum(workers.values()) > 0:
+            total = sum(workers.values())
+            print("- s3gate w2, setup: share of the worker threads' CPU (SO_REUSEPORT spreads the tunnels): "
+                  + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(workers.items())))
     ends = []
     for name, title, unit, higher, cpu_unit, *_ in specs:
         n = results["workloads"].get(name, {}).get("none", {}).get("median")

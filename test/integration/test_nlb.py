@@ -715,6 +715,16 @@ class NotifyTest(GateTestCase):
         gaps = [b - a for a, b in zip(pings, pings[1:])]
         self.assertLess(max(gaps), 0.4, f"a gap of {max(gaps):.3f} s >= WATCHDOG_USEC: {gaps}")
 
+    def test_threads_are_named(self):
+        # What top -H, ps -L and /proc/PID/task/*/comm show an operator.
+        gate = self.start_gate({"workers": 2})
+        names = set()
+        for tid in os.listdir(f"/proc/{gate.pid}/task"):
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{gate.pid}/task/{tid}/comm") as f:
+                    names.add(f.read().strip())
+        self.assertLessEqual({"s3gate-w0", "s3gate-w1", "s3gate-log"}, names, names)
+
     def test_watchdog_stops_when_a_worker_loop_is_stuck(self):
         if os.geteuid() != 0 and not os.path.exists("/proc/sys/kernel/yama/ptrace_scope"):
             self.skipTest("cannot ptrace another process here")
