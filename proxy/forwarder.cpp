@@ -157,6 +157,9 @@ class StreamForwarder final : public Forwarder {
   }
 
   void stop() override { finish("shutdown", false); }
+  std::pair<uint64_t, uint64_t> progress() const override {
+    return {result_.bytes_up, result_.bytes_down};
+  }
 
  private:
   static void onEvent(evutil_socket_t fd, short what, void* arg) {

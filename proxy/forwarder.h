@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "acl/config.h"
 #include "acl/reason.h"
@@ -72,6 +73,8 @@ class Forwarder {
   virtual ~Forwarder() = default;
   // Ends the exchange now (drain deadline); on_done runs from inside.
   virtual void stop() = 0;
+  // Bytes sent so far: {up (every byte sent upstream), down (to the client)}.
+  virtual std::pair<uint64_t, uint64_t> progress() const = 0;
 };
 
 }  // namespace s3gate

@@ -84,6 +84,11 @@ bool Worker::init(const Config& config, std::string* error) {
   reap_event_.reset(event_new(base_.get(), -1, 0, &onReap, this));
   accept_retry_.reset(evtimer_new(base_.get(), &onAcceptRetry, this));
   posted_event_.reset(event_new(base_.get(), -1, 0, &onPosted, this));
+  bytes_tick_.reset(event_new(base_.get(), -1, EV_PERSIST, &onBytesTick, this));
+  if (bytes_tick_) {
+    timeval second = toTimeval(std::chrono::seconds(1));
+    event_add(bytes_tick_.get(), &second);
+  }
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     const ListenerConfig& lc = config.listeners[i];
     std::string where = "listeners[" + std::to_string(i) + "]: ";
@@ -209,6 +214,12 @@ void Worker::startHeartbeat(Duration interval) {
   heartbeat_.reset(event_new(base_.get(), -1, EV_PERSIST, &onHeartbeat, this));
   timeval tv = toTimeval(interval);
   event_add(heartbeat_.get(), &tv);
+}
+
+void Worker::onBytesTick(evutil_socket_t, short, void* arg) {
+  for (auto& [raw, owned] : static_cast<Worker*>(arg)->sessions_) {
+    raw->flushBytes();
+  }
 }
 
 void Worker::onHeartbeat(evutil_socket_t, short, void* arg) {

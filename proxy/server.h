@@ -76,6 +76,7 @@ class Worker {
   static void onPosted(evutil_socket_t fd, short what, void* arg);
   static void onAcceptRetry(evutil_socket_t fd, short what, void* arg);
   static void onHeartbeat(evutil_socket_t fd, short what, void* arg);
+  static void onBytesTick(evutil_socket_t fd, short what, void* arg);
   void acceptFrom(Listener& listener);
   void closeListeners();
   void beginDrain();
@@ -93,6 +94,7 @@ class Worker {
   EventPtr accept_retry_;
   EventPtr posted_event_;
   EventPtr heartbeat_;
+  EventPtr bytes_tick_;  // every second: running transfers into the byte counters
   std::atomic<uint64_t> heartbeats_{0};
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;

@@ -795,8 +795,33 @@ void Session::onRelayDone(const RelayResult& result) {
   finish(record_.close);
 }
 
+void Session::flushBytes() {
+  if (state_ == State::relaying && relay_) {
+    RelayResult now = relay_->progress();
+    countBytes(now.bytes_up, now.bytes_down);
+  } else if (state_ == State::forwarding && forwarder_) {
+    auto [up, down] = forwarder_->progress();
+    countBytes(up, down);
+  }
+}
+
+void Session::countBytes(uint64_t up, uint64_t down) {
+  Metrics& metrics = worker_.metrics();
+  if (up > counted_up_) {
+    metrics.addBytes(Direction::up, up - counted_up_);
+    metrics.addBucketBytes(record_.rule, Direction::up, up - counted_up_);
+    counted_up_ = up;
+  }
+  if (down > counted_down_) {
+    metrics.addBytes(Direction::down, down - counted_down_);
+    metrics.addBucketBytes(record_.rule, Direction::down, down - counted_down_);
+    counted_down_ = down;
+  }
+}
+
 void Session::startForward(std::unique_ptr<Stream> upstream) {
   transitionTo(State::forwarding);
+  counted_up_ = counted_down_ = 0;  // a new exchange counts from its first byte
   evtimer_del(timer_.get());
   ForwardOptions options;
   options.idle_timeout = config_->limits.idle_timeout;
@@ -826,10 +851,7 @@ void Session::onForwardDone(ForwardResult result) {
   }
   record_.bytes_up = result.bytes_up;
   record_.bytes_down = result.bytes_down;
-  worker_.metrics().addBytes(Direction::up, result.bytes_up);
-  worker_.metrics().addBytes(Direction::down, result.bytes_down);
-  worker_.metrics().addBucketBytes(record_.rule, Direction::up, result.bytes_up);
-  worker_.metrics().addBucketBytes(record_.rule, Direction::down, result.bytes_down);
+  countBytes(result.bytes_up, result.bytes_down);
   bool no_body = framing_.body.kind == BodyKind::none ||
                  (framing_.body.kind == BodyKind::content_length && framing_.body.length == 0);
   if (result.error != Reason::none && result.upstream_silent && upstream_reused_ && no_body &&
@@ -1041,10 +1063,7 @@ void Session::finish(const std::string& close) {
   if (tunnel_open_) {
     auto seconds = std::chrono::duration<double>(Clock::now() - tunnel_started_).count();
     worker_.metrics().tunnelClosed(seconds);
-    worker_.metrics().addBytes(Direction::up, record_.bytes_up);
-    worker_.metrics().addBytes(Direction::down, record_.bytes_down);
-    worker_.metrics().addBucketBytes(record_.rule, Direction::up, record_.bytes_up);
-    worker_.metrics().addBucketBytes(record_.rule, Direction::down, record_.bytes_down);
+    countBytes(record_.bytes_up, record_.bytes_down);
   }
   logRequest();
   // The client stream goes last: a forwarder being torn down may still hold it.

@@ -82,6 +82,10 @@ class Session {
   void closeIfIdle();
   // Drain deadline: whatever it is doing, it ends now.
   void abort();
+  // Adds the bytes relayed or forwarded since the last call to the byte
+  // counters, so that a long transfer shows in them while it runs (the worker
+  // calls this every second).
+  void flushBytes();
   State state() const { return state_; }
 
  private:
@@ -117,6 +121,8 @@ class Session {
   void onConnected();
   void startTunnel();
   void onRelayDone(const RelayResult& result);
+  // Counts what the current tunnel or exchange has moved up to these totals.
+  void countBytes(uint64_t up, uint64_t down);
   void startForward(std::unique_ptr<Stream> upstream);
   void onForwardDone(ForwardResult result);
   void nextRequest();
@@ -166,6 +172,8 @@ class Session {
   bool plain_http_ = false;
   bool upstream_reused_ = false;  // the forwarder's upstream came from the pool
   bool resent_ = false;           // this request was sent again on a new connection
+  uint64_t counted_up_ = 0;       // of the current tunnel or exchange, in the byte counters
+  uint64_t counted_down_ = 0;
   uint16_t upstream_port_ = 0;
   bool upstream_tls_ = false;
   std::string pool_key_;

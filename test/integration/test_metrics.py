@@ -495,6 +495,40 @@ class MetricsTest(h.ProxyTestCase):
         finally:
             sock.close()
 
+    def test_bytes_of_an_open_tunnel_are_counted_while_it_runs(self):
+        # A long transfer shows in the byte counters as it goes (every second),
+        # not in one step when its tunnel closes; the total stays exact.
+        self.start_proxy({"workers": 1})
+        media = h.s3_name("media")
+        before = scrape(self.admin_port)
+        sock, resp = h.proxy_connect(self.proxy.port, f"{media}:{self.echo.port}")
+        try:
+            self.assertEqual(resp.status, 200, repr(resp))
+            payload = b"m" * 300000
+            self.assertEqual(h.echo_roundtrip(sock, payload), payload)
+
+            def counted():
+                s = scrape(self.admin_port)
+                return (s.get("s3gate_bytes_total", direction="up") -
+                        before.get("s3gate_bytes_total", direction="up")) == len(payload)
+
+            h.wait_until(counted, 3.0, interval=0.1, message="the open tunnel's bytes in s3gate_bytes_total")
+            mid = scrape(self.admin_port)
+            self.assertEqual(mid.get("s3gate_tunnels_active"), 1, "the tunnel is still open")
+            self.assertEqual(mid.get("s3gate_bucket_bytes_total", rule="media", direction="down")
+                             - before.get("s3gate_bucket_bytes_total", rule="media", direction="down"),
+                             len(payload))
+            self.assertEqual(h.echo_roundtrip(sock, b"tail"), b"tail")
+            sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(h.recv_until_eof(sock, 5), (b"", "eof"))
+        finally:
+            sock.close()
+        self.wait_idle()
+        after = scrape(self.admin_port)
+        for direction in ("up", "down"):
+            self.assertEqual(after.get("s3gate_bytes_total", direction=direction)
+                             - before.get("s3gate_bytes_total", direction=direction), 300004, direction)
+
     def test_sni_mismatch_counts(self):
         self.start_proxy({"tunnel": {"verify_sni": True}})
         before = scrape(self.admin_port)
