@@ -11,6 +11,7 @@
 
 #include "proxy/event_ptr.h"
 #include "proxy/pipe_pool.h"
+#include "proxy/scratch.h"
 
 namespace s3gate {
 
@@ -76,19 +77,6 @@ class Outbox {
   size_t begin_ = 0;  // first byte not yet written
   size_t end_ = 0;    // one past the last byte added
 };
-
-// The calling thread's buffer for reading response heads: a head that
-// arrives in one read (the usual case) is parsed and rewritten from here
-// without being stored. Nothing stays in it between two calls.
-char* headScratch(size_t size) {
-  thread_local std::unique_ptr<char[]> buffer;
-  thread_local size_t capacity = 0;
-  if (capacity < size) {
-    buffer = std::make_unique_for_overwrite<char[]>(size);
-    capacity = size;
-  }
-  return buffer.get();
-}
 
 // One direction's body spliced between two plain sockets: bytes wait in the
 // pipe instead of an Outbox. The pipe comes from this thread's PipePool while
@@ -442,7 +430,10 @@ class StreamForwarder final : public Forwarder {
         }
         size_t room = options_.buffer_bytes - to_client_.pending();
         // Heads are read apart (they are rewritten); body bytes in place.
-        char* into = head_done_ ? to_client_.tail(room) : headScratch(options_.buffer_bytes);
+        if (!head_done_) {
+          room = std::min(room, kScratchBytes);  // a head is read into the thread's scratch
+        }
+        char* into = head_done_ ? to_client_.tail(room) : threadScratch().data();
         r = upstream_->read(into, room);
         if (r.status == Stream::Io::ok) {
           upstream_spoke_ = upstream_spoke_ || r.bytes > 0;

@@ -10,6 +10,7 @@
 
 #include "proxy/event_ptr.h"
 #include "proxy/pipe_pool.h"
+#include "proxy/scratch.h"
 
 namespace s3gate {
 
@@ -43,15 +44,6 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // spliced. Smaller reads (requests, acknowledgements, ping-pong) are cheaper
 // copied through the thread's scratch buffer than moved through a pipe.
 constexpr size_t kBulkReadBytes = 4096;
-constexpr size_t kScratchBytes = 64 * 1024;
-
-// One per thread: the bytes of a copied read live here until written, and
-// only what the destination did not take moves to the direction's own buffer.
-char* scratchBuffer() {
-  thread_local std::unique_ptr<char[]> scratch =
-      std::make_unique_for_overwrite<char[]>(kScratchBytes);
-  return scratch.get();
-}
 
 // One direction of the tunnel. Bytes read from `src` wait for `dst` either in
 // `buf` (copied through the process: small reads, TLS, the inspector,
@@ -296,7 +288,8 @@ class StreamRelay final : public Relay {
   // Reads into the scratch buffer and writes at once what the destination
   // takes; the rest waits in the direction's buffer.
   bool copyThrough(Flow& d) {
-    char* scratch = scratchBuffer();
+    // Only what the destination does not take moves to the direction's buffer.
+    char* scratch = threadScratch().data();
     size_t room = std::min(options_.buffer_bytes, kScratchBytes);
     Stream::Result r = d.src->read(scratch, room);
     if (!readDone(d, r, room)) {

@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +11,7 @@
 
 #include "metrics/metrics.h"
 #include "proxy/proxy_protocol.h"
+#include "proxy/scratch.h"
 #include "proxy/server.h"
 #include "proxy/tls_peek.h"
 #include "proxy/upstream_pool.h"
@@ -23,6 +23,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kReadChunk = 16 * 1024;
+static_assert(kReadChunk <= kScratchBytes, "a request head is read into the thread scratch");
 constexpr size_t kMaxLingerBytes = 256 * 1024;
 constexpr Duration kLingerTime{std::chrono::seconds(2)};
 constexpr Duration kPeekRetry{std::chrono::milliseconds(5)};
@@ -397,8 +398,8 @@ void Session::onReadable() {
   size_t old = in_.size();
   // Read into the thread's scratch buffer, so that the head takes only the
   // memory its bytes need.
-  thread_local std::array<char, kReadChunk> scratch;
-  Stream::Result r = client_->read(scratch.data(), want);
+  char* scratch = threadScratch().data();
+  Stream::Result r = client_->read(scratch, want);
   if (r.status != Stream::Io::ok) {
     if (r.status == Stream::Io::would_block) {
       return;
@@ -417,7 +418,7 @@ void Session::onReadable() {
     finish(record_.close);
     return;
   }
-  in_.append(scratch.data(), r.bytes);
+  in_.append(scratch, r.bytes);
   if (waiting_first_byte_) {
     // A kept-alive connection waited up to idle_timeout; the head itself now
     // has header_timeout to arrive.
