@@ -1,5 +1,5 @@
 #include "acl/decision.h"
-#include "acl/text.h"
+#include "common/text.h"
 
 #include <algorithm>
 
@@ -81,35 +81,6 @@ bool parseAtonAddress(std::string_view text, uint32_t* out) {
   }
   *out = static_cast<uint32_t>(address | parts[count - 1]);
   return true;
-}
-
-// A DNS host name, already lower case: labels of 1-63 letters, digits, hyphens
-// and underscores, no hyphen at either end of a label, 253 characters at most, and
-// a top-level label that is not all digits (RFC 1123 2.1: that shape is an address).
-bool isValidHostName(std::string_view name) {
-  if (name.empty() || name.size() > 253) {
-    return false;
-  }
-  size_t start = 0;
-  while (true) {
-    size_t dot = name.find('.', start);
-    std::string_view label = name.substr(start, dot == std::string_view::npos ? dot : dot - start);
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
-      return false;
-    }
-    bool all_digits = true;
-    for (char c : label) {
-      const bool ok = (c >= 'a' && c <= 'z') || isDigit(c) || c == '-' || c == '_';
-      if (!ok) {
-        return false;
-      }
-      all_digits = all_digits && isDigit(c);
-    }
-    if (dot == std::string_view::npos) {
-      return !all_digits;
-    }
-    start = dot + 1;
-  }
 }
 
 // A bucket or path segment for the error body: one printable line.
@@ -279,22 +250,6 @@ std::string_view verdictName(Verdict v) {
       return "report";
   }
   return "deny";
-}
-
-bool normalizeHostName(std::string_view raw, std::string* out) {
-  out->clear();
-  if (!raw.empty() && raw.back() == '.') {
-    raw.remove_suffix(1);
-  }
-  out->reserve(raw.size());
-  for (char c : raw) {
-    *out += lowerAscii(c);
-  }
-  if (!isValidHostName(*out)) {
-    out->clear();
-    return false;
-  }
-  return true;
 }
 
 bool parseIpLiteral(std::string_view host, IpAddress* out) {

@@ -8,10 +8,11 @@
 #include <string_view>
 #include <vector>
 
-#include "acl/config.h"
-#include "acl/net.h"
+#include "config/config.h"
+#include "common/net.h"
 #include "acl/reason.h"
 #include "acl/s3name.h"
+#include "common/host_name.h"
 
 namespace s3gate {
 
@@ -58,12 +59,6 @@ struct Decision {
 // Transfer Acceleration, ...) included, is allowed only by a `hosts` entry, and its
 // host_not_allowed detail says what kind of name it is.
 Decision decide(const Config& config, const DecisionInput& input);
-
-// Name normalisation (SPEC section 3, step 2): lower case, one trailing dot
-// removed; false when the result is not a valid DNS name (labels of 1-63 letters,
-// digits, '-' and '_', no '-' at either end; 253 characters at most; a top-level
-// label that is not all digits). `out` is empty on false.
-bool normalizeHostName(std::string_view raw, std::string* out);
 
 // An IP literal in any spelling a resolver or client might accept
 // (dotted, decimal, hex, octal, IPv4-mapped IPv6, bracketed IPv6).

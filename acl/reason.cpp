@@ -40,6 +40,8 @@ constexpr ReasonInfo kReasons[] = {
     {Reason::connect_failed, "connect_failed", 502, "Bad Gateway", "connection_refused"},
     {Reason::upstream_tls_failed, "upstream_tls_failed", 502, "Bad Gateway",
      "tls_certificate_error"},
+    {Reason::upstream_bad_response, "upstream_bad_response", 502, "Bad Gateway",
+     "http_protocol_error"},
     {Reason::dns_timeout, "dns_timeout", 504, "Gateway Timeout", "dns_timeout"},
     {Reason::connect_timeout, "connect_timeout", 504, "Gateway Timeout", "connection_timeout"},
     {Reason::overloaded, "overloaded", 503, "Service Unavailable", "connection_limit_reached"},
@@ -113,6 +115,7 @@ bool isUpstreamFailure(Reason r) {
     case Reason::connect_failed:
     case Reason::connect_timeout:
     case Reason::upstream_tls_failed:
+    case Reason::upstream_bad_response:
       return true;
     default:
       return false;

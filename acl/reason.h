@@ -33,6 +33,7 @@ enum class Reason {
   dns_failed,
   connect_failed,
   upstream_tls_failed,
+  upstream_bad_response,
   // 504
   dns_timeout,
   connect_timeout,

@@ -13,9 +13,9 @@ constexpr std::array<RequestKind, 4> kKinds = {RequestKind::connect, RequestKind
                                                RequestKind::inspect, RequestKind::local};
 constexpr std::array<Verdict, 3> kVerdicts = {Verdict::allow, Verdict::deny, Verdict::report};
 constexpr std::array<Direction, 2> kDirections = {Direction::up, Direction::down};
-constexpr std::array<UpstreamFailure, 4> kUpstreamErrors = {
+constexpr std::array<UpstreamFailure, 5> kUpstreamErrors = {
     UpstreamFailure::refused, UpstreamFailure::timeout, UpstreamFailure::reset,
-    UpstreamFailure::tls};
+    UpstreamFailure::tls, UpstreamFailure::bad_response};
 constexpr std::array<DnsResult, 4> kDnsResults = {DnsResult::cache_hit, DnsResult::resolved,
                                                   DnsResult::pinned, DnsResult::failed};
 
@@ -52,6 +52,8 @@ const char* upstreamErrorLabel(UpstreamFailure error) {
       return "reset";
     case UpstreamFailure::tls:
       return "tls";
+    case UpstreamFailure::bad_response:
+      return "bad_response";
   }
   return "unknown";
 }

@@ -26,7 +26,7 @@ namespace s3gate {
 enum class RequestKind { connect, http, inspect, local };
 // Verdict comes from acl/decision.h.
 enum class Direction { up, down };
-enum class UpstreamFailure { refused, timeout, reset, tls };
+enum class UpstreamFailure { refused, timeout, reset, tls, bad_response };
 enum class DnsResult { cache_hit, resolved, pinned, failed };
 
 class Metrics {

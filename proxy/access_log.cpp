@@ -188,6 +188,68 @@ UniqueFd openLogFile(const std::string& path, std::string* error) {
 
 }  // namespace
 
+std::string_view recordKindName(RecordKind kind) {
+  switch (kind) {
+    case RecordKind::connect:
+      return "connect";
+    case RecordKind::http:
+      return "http";
+    case RecordKind::inspect:
+      return "inspect";
+    case RecordKind::local:
+      return "local";
+    case RecordKind::sni:
+      return "sni";
+  }
+  return "connect";
+}
+
+std::string_view closeCauseName(CloseCause cause) {
+  switch (cause) {
+    case CloseCause::none:
+      return "-";
+    case CloseCause::client_eof:
+      return "client_eof";
+    case CloseCause::upstream_eof:
+      return "upstream_eof";
+    case CloseCause::idle_timeout:
+      return "idle_timeout";
+    case CloseCause::header_timeout:
+      return "header_timeout";
+    case CloseCause::client_error:
+      return "client_error";
+    case CloseCause::upstream_error:
+      return "upstream_error";
+    case CloseCause::client_stalled:
+      return "client_stalled";
+    case CloseCause::sni_mismatch:
+      return "sni_mismatch";
+    case CloseCause::keep_alive:
+      return "keep_alive";
+    case CloseCause::proxy_close:
+      return "proxy_close";
+    case CloseCause::draining:
+      return "draining";
+    case CloseCause::shutdown:
+      return "shutdown";
+    case CloseCause::bad_proxy_header:
+      return "bad_proxy_header";
+    case CloseCause::tls_handshake_failed:
+      return "tls_handshake_failed";
+    case CloseCause::bad_framing:
+      return "bad_framing";
+    case CloseCause::bad_response:
+      return "bad_response";
+    case CloseCause::bad_response_body:
+      return "bad_response_body";
+    case CloseCause::upstream_tls_failed:
+      return "upstream_tls_failed";
+    case CloseCause::error:
+      return "error";
+  }
+  return "-";
+}
+
 std::string formatAccessRecord(const AccessRecord& record) {
   std::string out;
   out.reserve(512);
@@ -204,20 +266,33 @@ std::string formatAccessRecord(const AccessRecord& record) {
   if (record.identity) {
     appendField(out, "identity", *record.identity);
   }
-  appendField(out, "kind", record.kind);
+  appendField(out, "kind", recordKindName(record.kind));
   appendField(out, "method", record.method);
   appendField(out, "host", record.host);
   appendNumber(out, "port", record.port);
   appendNullable(out, "bucket", record.bucket);
   appendField(out, "rule", record.rule);
-  appendField(out, "decision", record.decision);
-  appendNullable(out, "reason", record.reason);
+  appendField(out, "decision", verdictName(record.decision));
+  if (record.reason == Reason::none) {
+    appendNullable(out, "reason", std::nullopt);
+  } else {
+    appendField(out, "reason", reasonName(record.reason));
+  }
   appendNumber(out, "status", record.status);
   appendNullable(out, "upstream", record.upstream);
   appendNumber(out, "bytes_up", record.bytes_up);
   appendNumber(out, "bytes_down", record.bytes_down);
   appendNumber(out, "duration_ms", record.duration_ms);
-  appendField(out, "close", record.close);
+  appendField(out, "close", closeCauseName(record.close));
+  if (record.user_agent) {
+    appendField(out, "user_agent", *record.user_agent);
+  }
+  if (record.copy_source) {
+    appendField(out, "copy_source", *record.copy_source);
+  }
+  if (record.quota) {
+    appendField(out, "quota", *record.quota);
+  }
   out += "}\n";
   return out;
 }

@@ -15,30 +15,64 @@
 #include <string>
 #include <thread>
 
+#include "acl/decision.h"
+#include "acl/reason.h"
 #include "proxy/socket.h"
 
 namespace s3gate {
 
+enum class RecordKind { connect, http, inspect, local, sni };
+std::string_view recordKindName(RecordKind kind);
+
+// How a tunnel, an exchange or a connection ended: one closed list, as Reason is.
+enum class CloseCause {
+  none,                  // not ended yet (never logged as such)
+  client_eof,            // the client closed (first, for a tunnel)
+  upstream_eof,          // the upstream closed first
+  idle_timeout,          // no bytes either way for idle_timeout
+  header_timeout,        // the request head did not arrive in time
+  client_error,          // reset or error on the client side
+  upstream_error,        // reset or error on the upstream side
+  client_stalled,        // an error response could not be written in time
+  sni_mismatch,          // the ClientHello named another host
+  keep_alive,            // the exchange ended and the connection waits for the next
+  proxy_close,           // s3gate closed after its response
+  draining,              // closed because the instance is shutting down
+  shutdown,              // the drain deadline ended it
+  bad_proxy_header,      // the PROXY header was malformed
+  tls_handshake_failed,  // the HTTPS listener's handshake failed
+  bad_framing,           // a body's framing went wrong mid-stream
+  bad_response,          // the upstream's response head could not be passed on
+  bad_response_body,     // the upstream's response body broke its framing
+  upstream_tls_failed,   // the upstream TLS handshake failed
+  error,                 // s3gate could not set the connection up (out of memory, events)
+};
+std::string_view closeCauseName(CloseCause cause);
+
+// One access-log line, from typed fields; formatAccessRecord() writes it once.
 struct AccessRecord {
   int64_t time_ms = 0;                  // when it ended, ms since the epoch (UTC)
   std::string client;                   // "10.1.2.3:51514"
   std::optional<std::string> via;       // PROXY-header peer
   std::optional<std::string> vpce;      // AWS TLV
-  std::optional<std::string> identity;  // client-certificate CN
-  std::string kind;                     // connect, http, inspect, local, sni
-  std::string method;                   // "-" where none
-  std::string host;                     // "-" where none
+  std::optional<std::string> identity;  // client-certificate CN or user
+  RecordKind kind = RecordKind::connect;
+  std::string method = "-";  // "-" where none
+  std::string host = "-";    // "-" where none
   int port = 0;
   std::optional<std::string> bucket;  // null where none
   std::string rule = "-";
-  std::string decision;               // allow, deny, report
-  std::optional<std::string> reason;  // null where none
+  Verdict decision = Verdict::deny;
+  Reason reason = Reason::none;  // null where none
   int status = 0;
   std::optional<std::string> upstream;  // "52.218.1.7:443"; null where none
   uint64_t bytes_up = 0;
   uint64_t bytes_down = 0;
   int64_t duration_ms = 0;
-  std::string close;  // how it ended: client_eof, upstream_eof, idle_timeout, ...
+  CloseCause close = CloseCause::none;
+  std::optional<std::string> user_agent;   // at most 256 bytes
+  std::optional<std::string> copy_source;  // "bucket/key"
+  std::optional<std::string> quota;        // the quota entry that applied
 };
 
 // Formats a record as one JSON line (with the trailing newline).

@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "acl/net.h"
+#include "common/net.h"
 #include "metrics/metrics.h"
 
 namespace s3gate {

@@ -144,7 +144,7 @@ class StreamForwarder final : public Forwarder {
     return true;
   }
 
-  void stop() override { finish("shutdown", false); }
+  void stop() override { finish(CloseCause::shutdown, false); }
   std::pair<uint64_t, uint64_t> progress() const override {
     return {result_.bytes_up, result_.bytes_down};
   }
@@ -170,7 +170,7 @@ class StreamForwarder final : public Forwarder {
     auto idle = std::chrono::duration_cast<Duration>(Clock::now() - self->last_activity_);
     if (idle >= self->options_.idle_timeout) {
       self->failOrClose(Reason::connect_timeout, "the upstream sent nothing for idle_timeout",
-                        "idle_timeout");
+                        CloseCause::idle_timeout);
       return;
     }
     timeval tv = toTimeval(self->options_.idle_timeout - idle);
@@ -203,7 +203,7 @@ class StreamForwarder final : public Forwarder {
           break;
         } else {
           result_.upstream_tls_error = true;
-          failOrClose(Reason::upstream_tls_failed, upstream_->error(), "upstream_tls_failed");
+          failOrClose(Reason::upstream_tls_failed, upstream_->error(), CloseCause::upstream_tls_failed);
           return;
         }
       }
@@ -329,9 +329,9 @@ class StreamForwarder final : public Forwarder {
       // The client left before its request body ended.
       client_eof_ = true;
       if (r.status == Stream::Io::error) {
-        finish("client_error", false);
+        finish(CloseCause::client_error, false);
       } else if (!response_started_) {
-        finish("client_eof", false);
+        finish(CloseCause::client_eof, false);
       }
       return true;
     }
@@ -351,7 +351,7 @@ class StreamForwarder final : public Forwarder {
       taken = request_body_.feed(bytes, &done, &error);
       if (error != BodyError::none) {
         // A request body we cannot frame: nothing more of it goes upstream.
-        failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)), "bad_framing");
+        failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)), CloseCause::bad_framing);
         return;
       }
     }
@@ -391,13 +391,13 @@ class StreamForwarder final : public Forwarder {
         client_write_blocked_ = true;
         return progress;
       }
-      finish("client_error", false);
+      finish(CloseCause::client_error, false);
       return true;
     }
     if (down_.in_pipe > 0) {
       Stream::Result r = spliceOut(down_, client_.fd(), &result_.bytes_down);
       if (r.status == Stream::Io::error) {
-        finish("client_error", false);
+        finish(CloseCause::client_error, false);
         return true;
       }
       if (r.status == Stream::Io::would_block) {
@@ -497,18 +497,18 @@ class StreamForwarder final : public Forwarder {
       }
       head_checked_ = 0;
       if (parsed.status == ParseStatus::error) {
-        failOrClose(Reason::connect_failed,
+        failOrClose(Reason::upstream_bad_response,
                     "the upstream sent an invalid response head (" +
                         std::string(upstreamErrorName(parsed.error)) + ")",
-                    "bad_response");
+                    CloseCause::bad_response);
         return;
       }
       const ResponseHead& head = parsed.head;
       size_t used = head.head_length;
       if (head.status_code == 101) {
         // We never ask for an upgrade (Upgrade is hop-by-hop and dropped).
-        failOrClose(Reason::connect_failed,
-                    "the upstream switched protocols (101) without being asked to", "bad_response");
+        failOrClose(Reason::upstream_bad_response,
+                    "the upstream switched protocols (101) without being asked to", CloseCause::bad_response);
         return;
       }
       if (head.interim()) {
@@ -521,10 +521,10 @@ class StreamForwarder final : public Forwarder {
       }
       ResponseFraming framing = checkResponseFraming(method_, head);
       if (framing.error != UpstreamError::none) {
-        failOrClose(Reason::connect_failed,
+        failOrClose(Reason::upstream_bad_response,
                     "the upstream response has invalid framing (" +
                         std::string(upstreamErrorName(framing.error)) + ")",
-                    "bad_response");
+                    CloseCause::bad_response);
         return;
       }
       result_.status = head.status_code;
@@ -582,7 +582,7 @@ class StreamForwarder final : public Forwarder {
     }
     if (error != BodyError::none) {
       // The head is already with the client: all we can do is close.
-      finish("bad_response_body", false);
+      finish(CloseCause::bad_response_body, false);
       return;
     }
     if (done) {
@@ -600,7 +600,7 @@ class StreamForwarder final : public Forwarder {
       failOrClose(Reason::connect_failed,
                   error ? "the upstream reset the connection before responding"
                         : "the upstream closed the connection before responding",
-                  error ? "upstream_error" : "upstream_eof");
+                  error ? CloseCause::upstream_error : CloseCause::upstream_eof);
       return;
     }
     if (response_body_.atEof() == BodyError::none) {
@@ -756,19 +756,22 @@ class StreamForwarder final : public Forwarder {
     bool request_complete = request_body_.done() && to_upstream_.pending() == 0 &&
                             up_.in_pipe == 0 && !upstream_write_failed_;
     if (truncated_) {
-      finish("upstream_eof", false);
+      finish(CloseCause::upstream_eof, false);
       return;
     }
     result_.client_reusable = keep_client_ && request_complete && !client_eof_;
     if (upstream_reusable_ && request_complete && !upstream_eof_) {
       result_.upstream = std::move(upstream_);
     }
-    finish(result_.client_reusable ? "keep_alive" : "proxy_close", true);
+    finish(result_.client_reusable ? CloseCause::keep_alive : CloseCause::proxy_close, true);
   }
 
   // Before any response byte went to the client the session can still answer
   // with an error status; after that, closing is all that is left.
-  void failOrClose(Reason reason, const std::string& detail, const char* close) {
+  void failOrClose(Reason reason, const std::string& detail, CloseCause close) {
+    if (reason == Reason::upstream_bad_response) {
+      result_.upstream_bad_response = true;
+    }
     if (!response_started_ && result_.bytes_down == 0) {
       result_.error = reason;
       result_.error_detail = detail;
@@ -776,7 +779,7 @@ class StreamForwarder final : public Forwarder {
     finish(close, false);
   }
 
-  void finish(const char* close, bool clean) {
+  void finish(CloseCause close, bool clean) {
     if (finished_) {
       return;
     }

@@ -24,8 +24,9 @@
 #include <string_view>
 #include <utility>
 
-#include "acl/config.h"
+#include "common/duration.h"
 #include "acl/reason.h"
+#include "proxy/access_log.h"
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
 #include "proxy/stream.h"
@@ -39,6 +40,7 @@ struct ForwardResult {
   std::string error_detail;
   bool upstream_tls_error = false;  // the upstream TLS handshake failed
   bool upstream_reset = false;      // the upstream failed mid-exchange
+  bool upstream_bad_response = false;  // the upstream's response could not be passed on
   // The upstream closed or reset the connection without sending a byte: on a
   // reused connection the request may be sent again on a new one.
   bool upstream_silent = false;
@@ -48,7 +50,7 @@ struct ForwardResult {
   bool client_reusable = false;      // the client connection may carry the next request
   std::unique_ptr<Stream> upstream;  // set when the upstream connection may be reused
   std::string leftover;              // client bytes after this request's body (the next request)
-  std::string close;                 // how the exchange ended, for the log
+  CloseCause close = CloseCause::none;  // how the exchange ended, for the log
 };
 
 struct ForwardOptions {

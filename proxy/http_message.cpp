@@ -1,6 +1,6 @@
 #include "proxy/http_message.h"
 
-#include "acl/text.h"
+#include "common/text.h"
 
 #include <algorithm>
 #include <array>

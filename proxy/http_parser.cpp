@@ -4,7 +4,7 @@
 #include <array>
 #include <utility>
 
-#include "acl/text.h"
+#include "common/text.h"
 
 // Choices where RFC 9112 lets a server be lenient, taken the strict way because
 // a proxy that reads a request differently from the server behind it can be

@@ -10,18 +10,16 @@
 #include <string>
 #include <vector>
 
-#include "acl/config.h"
+#include "config/config.h"
 #include "acl/decision.h"
 #include "metrics/metrics.h"
-#include "proxy/access_log.h"
 #include "proxy/http_parser.h"
+#include "proxy/runtime.h"
 #include "proxy/server.h"
 
 namespace {
 
 using namespace s3gate;
-
-constexpr size_t kAccessLogQueueBytes = 8 * 1024 * 1024;
 
 const char* kUsage =
     "usage: s3gate [-c FILE]                  run (no -c: the embedded default configuration)\n"
@@ -50,8 +48,8 @@ ConfigLoadResult loadConfig(const std::string& path) {
   return path.empty() ? loadDefaultConfig() : loadConfigFromFile(path);
 }
 
-int printErrors(const ConfigLoadResult& loaded) {
-  for (const auto& e : loaded.errors) {
+int printErrors(const std::vector<std::string>& errors) {
+  for (const auto& e : errors) {
     fprintf(stderr, "%s\n", e.c_str());
   }
   return 1;
@@ -140,16 +138,26 @@ int main(int argc, char** argv) {
     }
   }
 
-  ConfigLoadResult loaded = loadConfig(config_path);
-  if (!loaded.ok()) {
-    return printErrors(loaded);
+  if (explaining) {
+    ConfigLoadResult loaded = loadConfig(config_path);
+    if (!loaded.ok()) {
+      return printErrors(loaded.errors);
+    }
+    return explain(*loaded.config, explain_args);
+  }
+  // --check builds exactly what start-up builds (files included), so that a
+  // file it calls OK starts and reloads.
+  RuntimeBuild built =
+      buildRuntime(config_path, check ? RuntimeUse::check : RuntimeUse::run, nullptr, nullptr);
+  if (!built.ok()) {
+    return printErrors(built.errors);
+  }
+  for (const auto& warning : built.runtime->warnings) {
+    fprintf(stderr, "warning: %s\n", warning.c_str());
   }
   if (check) {
     printf("configuration OK\n");
     return 0;
-  }
-  if (explaining) {
-    return explain(*loaded.config, explain_args);
   }
 
   // Writes to a closed peer are errors to handle, not a reason to die.
@@ -158,14 +166,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "s3gate: error: libevent thread support is missing\n");
     return 1;
   }
-  std::string error;
-  auto access_log = AccessLog::open(loaded.config->access_log, kAccessLogQueueBytes, &error);
-  if (!access_log) {
-    fprintf(stderr, "s3gate: error: access_log %s: %s\n", loaded.config->access_log.c_str(),
-            error.c_str());
-    return 1;
-  }
   Metrics metrics;
-  Server server(loaded.config, config_path, metrics, *access_log);
+  Server server(built.runtime, config_path, metrics);
   return server.run();
 }

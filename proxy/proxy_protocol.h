@@ -48,7 +48,7 @@
 #include <string>
 #include <string_view>
 
-#include "acl/net.h"
+#include "common/net.h"
 
 namespace s3gate {
 

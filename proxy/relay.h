@@ -35,7 +35,7 @@
 #include <string>
 #include <string_view>
 
-#include "acl/config.h"
+#include "common/duration.h"
 #include "proxy/stream.h"
 
 namespace s3gate {

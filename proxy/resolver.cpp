@@ -105,7 +105,7 @@ struct CacheEntry {
 
 class ResolverImpl final : public Resolver {
  public:
-  ResolverImpl(event_base* base, const DnsConfig& dns) : base_(base), dns_(dns) {}
+  ResolverImpl(event_base* base, const ResolverSettings& dns) : base_(base), dns_(dns) {}
   ~ResolverImpl() override;
 
   ResolverImpl(const ResolverImpl&) = delete;
@@ -115,6 +115,13 @@ class ResolverImpl final : public Resolver {
 
   std::unique_ptr<Lookup> resolve(const std::string& host, Callback cb) override;
   size_t cacheSize() const override { return cache_.size(); }
+  size_t pendingLookups() const override {
+    size_t waiting = ready_.size();
+    for (const auto& [host, query] : inflight_) {
+      waiting += query->waiters.size();
+    }
+    return waiting;
+  }
 
   // Called by ~LookupImpl: takes the lookup out of whatever list holds it.
   void forget(LookupImpl* lookup);
@@ -139,7 +146,7 @@ class ResolverImpl final : public Resolver {
   Duration clampTtl(Duration ttl) const;
 
   event_base* base_;
-  DnsConfig dns_;
+  ResolverSettings dns_;
   EventPtr timer_;    // re-armed from ares_timeout() after every c-ares activity
   EventPtr deliver_;  // made active whenever ready_ is not empty
   std::unordered_map<ares_socket_t, EventPtr> socket_events_;
@@ -472,7 +479,7 @@ void ResolverImpl::eraseCached(std::unordered_map<std::string, CacheEntry>::iter
 
 }  // namespace
 
-std::unique_ptr<Resolver> Resolver::create(event_base* base, const DnsConfig& dns,
+std::unique_ptr<Resolver> Resolver::create(event_base* base, const ResolverSettings& dns,
                                            std::string* error) {
   std::string ignored;
   if (error == nullptr) {

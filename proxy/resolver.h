@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "acl/config.h"
-#include "acl/net.h"
+#include "common/duration.h"
+#include "common/net.h"
 #include "acl/reason.h"
 
 namespace s3gate {
@@ -28,6 +28,18 @@ struct DnsAnswer {
   // reach first); empty unless error is none.
   std::vector<IpAddress> addresses;
   Source source = Source::resolved;
+};
+
+// What the resolver takes from `dns` (SPEC section 2); pins and the address
+// rules are the decision's, not the resolver's.
+struct ResolverSettings {
+  std::vector<SocketAddress> servers;  // empty: /etc/resolv.conf
+  Duration timeout{std::chrono::seconds(2)};  // per try
+  int attempts = 2;                           // tries per server
+  Duration min_ttl{std::chrono::seconds(5)};
+  Duration max_ttl{std::chrono::seconds(300)};
+  Duration negative_ttl{std::chrono::seconds(5)};
+  bool operator==(const ResolverSettings&) const = default;
 };
 
 class Resolver {
@@ -42,7 +54,7 @@ class Resolver {
 
   // Creates the c-ares channel from `dns` (servers, timeout, attempts).
   // Returns nullptr and sets *error when c-ares cannot be set up.
-  static std::unique_ptr<Resolver> create(event_base* base, const DnsConfig& dns,
+  static std::unique_ptr<Resolver> create(event_base* base, const ResolverSettings& dns,
                                           std::string* error);
   virtual ~Resolver() = default;
 
@@ -55,6 +67,9 @@ class Resolver {
 
   // Number of names in the cache (for tests).
   virtual size_t cacheSize() const = 0;
+  // Lookups whose callback has not run yet: a resolver replaced by a reload
+  // is kept until this is 0.
+  virtual size_t pendingLookups() const = 0;
 };
 
 }  // namespace s3gate

@@ -28,11 +28,6 @@ void logLine(const char* level, const std::string& message) {
   fprintf(stderr, "s3gate: %s: %s\n", level, message.c_str());
 }
 
-std::string listenerKey(const ListenerConfig& l) {
-  return l.address.toString() + (l.mode == ListenerMode::sni ? "/sni" : "/forward") +
-         (l.proxy_protocol ? "/pp" : "") + (l.tls ? "/tls" : "");
-}
-
 }  // namespace
 
 // ---- Worker ----
@@ -44,7 +39,10 @@ Worker::~Worker() {
   sessions_.clear();
   listeners_.clear();
   pool_.reset();
+  connector_.reset();
+  retired_resolvers_.clear();
   resolver_.reset();
+  tick_.reset();
   reap_event_.reset();
   heartbeat_.reset();
   accept_retry_.reset();
@@ -54,11 +52,14 @@ Worker::~Worker() {
 Metrics& Worker::metrics() {
   return server_.metrics();
 }
-AccessLog& Worker::accessLog() {
-  return server_.accessLog();
+
+bool Worker::draining() const {
+  return server_.draining();
 }
 
-bool Worker::init(const Config& config, std::string* error) {
+bool Worker::init(RuntimePtr runtime, std::string* error) {
+  runtime_ = std::move(runtime);
+  const Config& config = *runtime_->config;
   {
     // Interest changes wait in libevent's changelist until the loop polls
     // again, so that what cancels out within one callback (a session handing
@@ -76,18 +77,20 @@ bool Worker::init(const Config& config, std::string* error) {
     *error = "event_base_new failed";
     return false;
   }
-  resolver_ = Resolver::create(base_.get(), config.dns, error);
+  resolver_ = Resolver::create(base_.get(), runtime_->resolver, error);
   if (!resolver_) {
     return false;
   }
+  connector_ = makeNetConnector(
+      base_.get(), [this]() -> Resolver& { return *resolver_; }, server_.metrics());
   pool_ = std::make_unique<UpstreamPool>(base_.get(), UpstreamPool::Limits{});
   reap_event_.reset(event_new(base_.get(), -1, 0, &onReap, this));
   accept_retry_.reset(evtimer_new(base_.get(), &onAcceptRetry, this));
   posted_event_.reset(event_new(base_.get(), -1, 0, &onPosted, this));
-  bytes_tick_.reset(event_new(base_.get(), -1, EV_PERSIST, &onBytesTick, this));
-  if (bytes_tick_) {
+  tick_.reset(event_new(base_.get(), -1, EV_PERSIST, &onTick, this));
+  if (tick_) {
     timeval second = toTimeval(std::chrono::seconds(1));
-    event_add(bytes_tick_.get(), &second);
+    event_add(tick_.get(), &second);
   }
   for (size_t i = 0; i < config.listeners.size(); ++i) {
     const ListenerConfig& lc = config.listeners[i];
@@ -130,6 +133,21 @@ void Worker::post(std::function<void()> fn) {
   event_active(posted_event_.get(), EV_TIMEOUT, 0);
 }
 
+void Worker::setRuntime(RuntimePtr runtime) {
+  if (!(runtime->resolver == runtime_->resolver)) {
+    std::string error;
+    auto fresh = Resolver::create(base_.get(), runtime->resolver, &error);
+    if (fresh) {
+      retired_resolvers_.push_back(std::move(resolver_));
+      resolver_ = std::move(fresh);
+    } else {
+      fprintf(stderr, "s3gate: error: reload: worker %d keeps its resolver: %s\n", index_,
+              error.c_str());
+    }
+  }
+  runtime_ = std::move(runtime);
+}
+
 void Worker::onPosted(evutil_socket_t, short, void* arg) {
   auto* self = static_cast<Worker*>(arg);
   std::vector<std::function<void()>> work;
@@ -166,8 +184,8 @@ void Worker::acceptFrom(Listener& listener) {
       return;
     }
     UniqueFd client(fd);
-    ConfigPtr config = server_.config();
-    Duration keepalive = config->limits.tcp_keepalive;
+    const Config& config = *runtime_->config;
+    Duration keepalive = config.limits.tcp_keepalive;
     if (listener.tcp_keepalive != keepalive) {
       // First connection, or a reload changed the setting: the listening
       // socket passes the options on from now, this one gets them here.
@@ -175,11 +193,10 @@ void Worker::acceptFrom(Listener& listener) {
       setTcpOptions(fd, keepalive);
       listener.tcp_keepalive = keepalive;
     }
-    bool within_limit = server_.tryAddConnection(config->limits.max_connections);
+    bool within_limit = server_.tryAddConnection(config.limits.max_connections);
     auto session = std::make_unique<Session>(
-        *this, std::move(config), listener.config, server_.listenerTls(listener.index),
-        std::move(client), SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)),
-        !within_limit);
+        *this, listener.config, listener.index, std::move(client),
+        SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&peer)), !within_limit);
     Session* raw = session.get();
     sessions_.emplace(raw, std::move(session));
     raw->start();
@@ -207,6 +224,7 @@ void Worker::onReap(evutil_socket_t, short, void* arg) {
   doomed.swap(self->to_reap_);
   for (Session* s : doomed) {
     self->sessions_.erase(s);
+    self->server_.removeConnection();
   }
 }
 
@@ -216,10 +234,14 @@ void Worker::startHeartbeat(Duration interval) {
   event_add(heartbeat_.get(), &tv);
 }
 
-void Worker::onBytesTick(evutil_socket_t, short, void* arg) {
-  for (auto& [raw, owned] : static_cast<Worker*>(arg)->sessions_) {
+void Worker::onTick(evutil_socket_t, short, void* arg) {
+  auto* self = static_cast<Worker*>(arg);
+  for (auto& [raw, owned] : self->sessions_) {
     raw->flushBytes();
   }
+  std::erase_if(self->retired_resolvers_, [](const std::unique_ptr<Resolver>& r) {
+    return r->pendingLookups() == 0;
+  });
 }
 
 void Worker::onHeartbeat(evutil_socket_t, short, void* arg) {
@@ -256,47 +278,14 @@ void Worker::abortAll() {
 
 // ---- Server ----
 
-Server::Server(ConfigPtr config, std::string config_path, Metrics& metrics, AccessLog& access_log)
-    : config_(std::move(config)),
-      config_path_(std::move(config_path)),
-      metrics_(metrics),
-      access_log_(access_log) {}
+Server::Server(RuntimePtr runtime, std::string config_path, Metrics& metrics)
+    : runtime_(std::move(runtime)), config_path_(std::move(config_path)), metrics_(metrics) {}
 
 Server::~Server() = default;
 
-ConfigPtr Server::config() const {
-  std::lock_guard<std::mutex> lock(config_mu_);
-  return config_;
-}
-
-std::shared_ptr<TlsClientContext> Server::tlsClient() const {
-  std::lock_guard<std::mutex> lock(config_mu_);
-  return tls_client_;
-}
-
-std::shared_ptr<TlsServerContext> Server::listenerTls(size_t index) const {
-  std::lock_guard<std::mutex> lock(config_mu_);
-  return index < listener_tls_.size() ? listener_tls_[index] : nullptr;
-}
-
-bool Server::makeListenerTls(const Config& config,
-                             std::vector<std::shared_ptr<TlsServerContext>>* out,
-                             std::string* error) {
-  out->clear();
-  for (size_t i = 0; i < config.listeners.size(); ++i) {
-    const auto& tls = config.listeners[i].tls;
-    if (!tls) {
-      out->push_back(nullptr);
-      continue;
-    }
-    auto ctx = TlsServerContext::create(tls->certificate, tls->private_key, tls->client_ca, error);
-    if (!ctx) {
-      *error = "listeners[" + std::to_string(i) + "].tls: " + *error;
-      return false;
-    }
-    out->push_back(std::move(ctx));
-  }
-  return true;
+RuntimePtr Server::runtime() const {
+  std::lock_guard<std::mutex> lock(runtime_mu_);
+  return runtime_;
 }
 
 bool Server::tryAddConnection(uint64_t limit) {
@@ -309,29 +298,12 @@ void Server::removeConnection() {
   connections_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void Server::workerIdle() {}
-
 int Server::run() {
-  ConfigPtr config = this->config();
+  RuntimePtr runtime = this->runtime();
+  const Config* config = runtime->config.get();
   control_.reset(event_base_new());
   if (!control_) {
     logLine("error", "event_base_new failed");
-    return 1;
-  }
-  if (config->tunnel.inspect) {
-    // Refused rather than ignored: an operator who asked for inspection must
-    // not believe requests inside tunnels are being checked.
-    logLine("error", "tunnel.inspect: TLS inspection is not available in this build");
-    return 1;
-  }
-  std::string tls_error;
-  tls_client_ = TlsClientContext::create(config->http.ca_file, &tls_error);
-  if (!tls_client_) {
-    logLine("error", "http.ca_file: " + tls_error);
-    return 1;
-  }
-  if (!makeListenerTls(*config, &listener_tls_, &tls_error)) {
-    logLine("error", tls_error);
     return 1;
   }
   int count =
@@ -342,7 +314,7 @@ int Server::run() {
   for (int i = 0; i < count; ++i) {
     auto worker = std::make_unique<Worker>(*this, i);
     std::string error;
-    if (!worker->init(*config, &error)) {
+    if (!worker->init(runtime, &error)) {
       logLine("error", error);
       return 1;
     }
@@ -395,7 +367,9 @@ int Server::run() {
   signal_events_.clear();
   drain_timer_.reset();
   watchdog_timer_.reset();
-  access_log_.flush();
+  if (auto log = this->runtime()->access_log) {
+    log->flush();
+  }
   return 0;
 }
 
@@ -428,7 +402,9 @@ void Server::handleSignal(int sig) {
     case SIGINT:
       if (drain_phase_ != DrainPhase::none) {
         logLine("info", "second stop signal: exiting now");
-        access_log_.flush();
+        if (auto log = runtime()->access_log) {
+          log->flush();
+        }
         std::_Exit(0);
       }
       startDrain();
@@ -438,7 +414,8 @@ void Server::handleSignal(int sig) {
       return;
     case SIGUSR1: {
       std::string error;
-      if (!access_log_.reopen(&error)) {
+      auto log = runtime()->access_log;
+      if (log && !log->reopen(&error)) {
         logLine("error", "access log reopen: " + error);
       }
       return;
@@ -456,67 +433,28 @@ void Server::reload() {
     notifySystemd("READY=1");
     return;
   }
-  ConfigLoadResult loaded = loadConfigFromFile(config_path_);
-  if (!loaded.ok()) {
-    for (const auto& e : loaded.errors) {
+  RuntimePtr running = runtime();
+  std::vector<std::string> restart_warnings;
+  RuntimeBuild built = buildRuntime(config_path_, RuntimeUse::run, running.get(), &restart_warnings);
+  if (!built.ok()) {
+    for (const auto& e : built.errors) {
       logLine("error", "reload rejected: " + e);
     }
     metrics_.configReloaded(false);
     notifySystemd("READY=1");
     return;
   }
-  if (loaded.config->tunnel.inspect) {
-    logLine("error",
-            "reload rejected: tunnel.inspect: TLS inspection is not available in this "
-            "build");
-    metrics_.configReloaded(false);
-    notifySystemd("READY=1");
-    return;
-  }
-  ConfigPtr old = config();
-  auto fresh = std::make_shared<Config>(*loaded.config);
   // Keys bound at start keep their running values; say so instead of ignoring them.
-  bool listeners_same = old->listeners.size() == fresh->listeners.size();
-  for (size_t i = 0; listeners_same && i < old->listeners.size(); ++i) {
-    listeners_same = listenerKey(old->listeners[i]) == listenerKey(fresh->listeners[i]);
-  }
-  if (!listeners_same) {
-    logLine("warning", "reload: listeners changed; they need a restart and keep their values");
-    fresh->listeners = old->listeners;
-  }
-  if (!(fresh->admin == old->admin)) {
-    logLine("warning", "reload: admin changed; it needs a restart and keeps its value");
-    fresh->admin = old->admin;
-  }
-  if (fresh->workers != old->workers) {
-    logLine("warning", "reload: workers changed; it needs a restart and keeps its value");
-    fresh->workers = old->workers;
-  }
-  std::shared_ptr<TlsClientContext> tls = tlsClient();
-  if (fresh->http.ca_file != old->http.ca_file) {
-    std::string tls_error;
-    tls = TlsClientContext::create(fresh->http.ca_file, &tls_error);
-    if (!tls) {
-      logLine("error", "reload rejected: http.ca_file: " + tls_error);
-      metrics_.configReloaded(false);
-      notifySystemd("READY=1");
-      return;
-    }
-  }
-  // Certificates and keys are read again: a renewed certificate needs no restart.
-  std::vector<std::shared_ptr<TlsServerContext>> listener_tls;
-  std::string listener_error;
-  if (!makeListenerTls(*fresh, &listener_tls, &listener_error)) {
-    logLine("error", "reload rejected: " + listener_error);
-    metrics_.configReloaded(false);
-    notifySystemd("READY=1");
-    return;
+  for (const auto& w : restart_warnings) {
+    logLine("warning", "reload: " + w);
   }
   {
-    std::lock_guard<std::mutex> lock(config_mu_);
-    config_ = std::move(fresh);
-    tls_client_ = std::move(tls);
-    listener_tls_ = std::move(listener_tls);
+    std::lock_guard<std::mutex> lock(runtime_mu_);
+    runtime_ = built.runtime;
+  }
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    worker->post([worker, fresh = built.runtime] { worker->setRuntime(fresh); });
   }
   logLine("info", "configuration reloaded from " + config_path_);
   metrics_.configReloaded(true);
@@ -524,7 +462,7 @@ void Server::reload() {
 }
 
 void Server::startDrain() {
-  ConfigPtr config = this->config();
+  const ConfigPtr config = runtime()->config;
   draining_.store(true);
   metrics_.setDraining(true);
   notifySystemd("STOPPING=1");
@@ -556,7 +494,7 @@ void Server::onDrainStep(evutil_socket_t, short, void* arg) {
 }
 
 void Server::stopListening() {
-  ConfigPtr config = this->config();
+  const ConfigPtr config = runtime()->config;
   drain_phase_ = DrainPhase::draining;
   drain_deadline_ = std::chrono::steady_clock::now() + config->limits.drain_timeout;
   logLine("info", "draining: listeners closed; open work may finish for " +

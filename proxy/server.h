@@ -15,13 +15,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "acl/config.h"
 #include "metrics/metrics.h"
-#include "proxy/access_log.h"
+#include "proxy/connector.h"
 #include "proxy/event_ptr.h"
 #include "proxy/resolver.h"
+#include "proxy/runtime.h"
+#include "proxy/session_owner.h"
 #include "proxy/socket.h"
-#include "proxy/tls.h"
 #include "proxy/upstream_pool.h"
 
 namespace s3gate {
@@ -29,32 +29,37 @@ namespace s3gate {
 class Server;
 class Session;
 
-// One event loop thread and everything that lives on it.
-class Worker {
+// One event loop thread and everything that lives on it. It runs its sessions
+// as their SessionOwner.
+class Worker final : public SessionOwner {
  public:
   Worker(Server& server, int index);
-  ~Worker();
+  ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
-  bool init(const Config& config, std::string* error);
+  bool init(RuntimePtr runtime, std::string* error);
   void startThread();
   void join();
 
   // Thread-safe: run `fn` on this worker's loop.
   void post(std::function<void()> fn);
+  // On this worker's loop: a reload's snapshot takes over for every decision
+  // from now on; a resolver whose settings changed is replaced (the old one
+  // answers its pending lookups, then goes).
+  void setRuntime(RuntimePtr runtime);
 
-  event_base* base() const { return base_.get(); }
+  // SessionOwner
+  event_base* base() override { return base_.get(); }
+  RuntimePtr runtime() const override { return runtime_; }
+  Metrics& metrics() override;
+  Connector& connector() override { return *connector_; }
+  UpstreamPool& pool() override { return *pool_; }
+  bool draining() const override;
+  bool listenersClosed() const override { return exiting_; }
+  void reap(Session* session) override;
+
   Resolver& resolver() { return *resolver_; }
-  UpstreamPool& pool() { return *pool_; }
-  Metrics& metrics();
-  AccessLog& accessLog();
-  Server& server() { return server_; }
-
-  // True once a drain has closed this worker's listeners.
-  bool listenersClosed() const { return exiting_; }
-  // A session asks to be destroyed once the current callback has returned.
-  void reap(Session* session);
 
   // Ticks from a timer on this loop: the watchdog pings systemd only while
   // every loop keeps ticking.
@@ -76,7 +81,7 @@ class Worker {
   static void onPosted(evutil_socket_t fd, short what, void* arg);
   static void onAcceptRetry(evutil_socket_t fd, short what, void* arg);
   static void onHeartbeat(evutil_socket_t fd, short what, void* arg);
-  static void onBytesTick(evutil_socket_t fd, short what, void* arg);
+  static void onTick(evutil_socket_t fd, short what, void* arg);
   void acceptFrom(Listener& listener);
   void closeListeners();
   void beginDrain();
@@ -85,7 +90,10 @@ class Worker {
   Server& server_;
   int index_;
   EventBasePtr base_;
+  RuntimePtr runtime_;
   std::unique_ptr<Resolver> resolver_;
+  std::vector<std::unique_ptr<Resolver>> retired_resolvers_;  // until their lookups end
+  std::unique_ptr<Connector> connector_;
   std::unique_ptr<UpstreamPool> pool_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
@@ -94,7 +102,7 @@ class Worker {
   EventPtr accept_retry_;
   EventPtr posted_event_;
   EventPtr heartbeat_;
-  EventPtr bytes_tick_;  // every second: running transfers into the byte counters
+  EventPtr tick_;  // every second: running transfers into the byte counters, retired resolvers
   std::atomic<uint64_t> heartbeats_{0};
   std::mutex posted_mu_;
   std::vector<std::function<void()>> posted_;
@@ -105,26 +113,20 @@ class Worker {
 
 class Server {
  public:
-  Server(ConfigPtr config, std::string config_path, Metrics& metrics, AccessLog& access_log);
+  // `config_path` empty: the embedded default (a reload has nothing to read).
+  Server(RuntimePtr runtime, std::string config_path, Metrics& metrics);
   ~Server();
 
   // Binds everything and runs until drained; returns the exit code.
   int run();
 
-  ConfigPtr config() const;
+  RuntimePtr runtime() const;
   Metrics& metrics() { return metrics_; }
-  AccessLog& accessLog() { return access_log_; }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
-  // The TLS client context for upstreams (http.ca_file), shared by the workers.
-  std::shared_ptr<TlsClientContext> tlsClient() const;
-  // The TLS server context of listeners[index] (nullptr without `tls`).
-  std::shared_ptr<TlsServerContext> listenerTls(size_t index) const;
 
   // The connection count over every worker (max_connections).
   bool tryAddConnection(uint64_t limit);
   void removeConnection();
-  // Called by a worker when its last session has gone during a drain.
-  void workerIdle();
 
  private:
   static void onSignal(evutil_socket_t sig, short what, void* arg);
@@ -132,21 +134,14 @@ class Server {
   static void onWatchdog(evutil_socket_t fd, short what, void* arg);
   void handleSignal(int sig);
   void reload();
-  // TLS contexts for every listener with `tls`; false and *error on failure.
-  static bool makeListenerTls(const Config& config,
-                              std::vector<std::shared_ptr<TlsServerContext>>* out,
-                              std::string* error);
   void startDrain();
   void stopListening();
   void finishDrain();
 
-  mutable std::mutex config_mu_;
-  ConfigPtr config_;
-  std::shared_ptr<TlsClientContext> tls_client_;                 // guarded by config_mu_
-  std::vector<std::shared_ptr<TlsServerContext>> listener_tls_;  // guarded by config_mu_
+  mutable std::mutex runtime_mu_;
+  RuntimePtr runtime_;  // guarded by runtime_mu_; workers hold their own copy
   std::string config_path_;
   Metrics& metrics_;
-  AccessLog& access_log_;
   EventBasePtr control_;
   std::vector<EventPtr> signal_events_;
   EventPtr drain_timer_;
@@ -155,7 +150,6 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<uint64_t> connections_{0};
   std::atomic<bool> draining_{false};
-  std::atomic<int> live_workers_{0};
   enum class DrainPhase { none, delay, draining, done } drain_phase_ = DrainPhase::none;
   std::chrono::steady_clock::time_point drain_deadline_;
   friend class Worker;

@@ -1,31 +1,31 @@
 #pragma once
 // One client connection's life, as a state machine you can read:
 //
-//   accepted -> reading_proxy_header -> handshaking (TLS listeners) -> reading_head
-//   (a listener without PROXY headers or TLS starts at reading_head; an sni
-//   listener's reading_head reads a TLS ClientHello instead of an HTTP head)
-//   reading_head -> resolving -> connecting -> relaying (CONNECT) -> closed
-//                                           -> forwarding (plain HTTP)
-//   reading_head -> forwarding (a pooled upstream connection)
-//   forwarding   -> reading_head (keep-alive: the next request) | closed
-//   reading_head, resolving, connecting, forwarding -> responding -> lingering -> closed
+//   preamble -> reading_head            (the PROXY header and TLS handshake: preamble.h)
+//   reading_head -> connecting -> relaying (CONNECT) -> closed
+//                              -> forwarding (plain HTTP)
+//   reading_head -> forwarding          (a pooled upstream connection)
+//   forwarding   -> reading_head        (keep-alive: the next request) | connecting (resend) | closed
+//   any but relaying -> responding -> lingering -> closed
 //
-// reading_proxy_header: the PROXY v1/v2 header, read exactly (peeked, then
-//               consumed), so what follows is untouched for TLS.
-// handshaking:  the TLS handshake of an HTTPS listener (client certificates).
-// reading_head: a request head arrives (header_timeout, size limits).
-// resolving:    pins, else one DNS lookup; the answer is checked once.
-// connecting:   each checked address in turn, connect_timeout each.
+// A connection without a PROXY header or TLS starts at reading_head; an sni
+// listener's reading_head reads a TLS ClientHello instead of an HTTP head.
+//
+// preamble:     the Preamble finds the client's origin; it is then checked
+//               against `clients` at once, before any request head.
+// reading_head: a request head arrives (header_timeout, size limits); it is
+//               decided against the runtime snapshot in force at that moment.
+// connecting:   the Connector turns the decision into a connected socket.
 // relaying:     CONNECT: the Relay owns both sockets until the tunnel ends.
-// forwarding:   plain HTTP: the Forwarder carries one request and its response;
-//               a kept-alive connection then reads the next head.
+// forwarding:   plain HTTP: the Forwarder carries one request and its response.
 // responding:   an error or local response is written.
 // lingering:    after the response, the client's remaining bytes are read and
 //               dropped for a short while so the close does not turn into a
 //               reset that destroys the response before the client reads it.
 //
-// libevent callbacks only dispatch to the on*() methods. A session never
-// destroys itself: it asks its worker to reap it after the callback returns.
+// Everything about the current request lives in one Request value, reset
+// whole for the next one. libevent callbacks only dispatch to the on*()
+// methods. A session never destroys itself: its owner reaps it.
 
 #include <event2/event.h>
 
@@ -33,33 +33,27 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 
-#include "acl/config.h"
 #include "acl/decision.h"
-#include "metrics/metrics.h"
 #include "proxy/access_log.h"
+#include "proxy/connector.h"
 #include "proxy/event_ptr.h"
 #include "proxy/forwarder.h"
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
+#include "proxy/preamble.h"
 #include "proxy/relay.h"
-#include "proxy/resolver.h"
-#include "proxy/socket.h"
+#include "proxy/runtime.h"
+#include "proxy/session_owner.h"
 #include "proxy/stream.h"
-#include "proxy/tls.h"
 
 namespace s3gate {
-
-class Worker;
 
 class Session {
  public:
   enum class State {
-    reading_proxy_header,
-    handshaking,
+    preamble,
     reading_head,
-    resolving,
     connecting,
     relaying,
     forwarding,
@@ -70,9 +64,8 @@ class Session {
   static std::string_view stateName(State state);
 
   // `overloaded`: the connection limit was reached; answer 503 and close.
-  Session(Worker& worker, ConfigPtr config, const ListenerConfig& listener,
-          std::shared_ptr<TlsServerContext> tls, UniqueFd client, const SocketAddress& peer,
-          bool overloaded);
+  Session(SessionOwner& owner, const ListenerConfig& listener, size_t listener_index,
+          UniqueFd client, const SocketAddress& peer, bool overloaded);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -83,71 +76,82 @@ class Session {
   // Drain deadline: whatever it is doing, it ends now.
   void abort();
   // Adds the bytes relayed or forwarded since the last call to the byte
-  // counters, so that a long transfer shows in them while it runs (the worker
-  // calls this every second).
+  // counters, so that a long transfer shows in them while it runs.
   void flushBytes();
   State state() const { return state_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+
+  // The request in hand: reset whole when the next one begins.
+  struct Request {
+    RuntimePtr runtime;  // the snapshot this request is decided with
+    RequestHead head;    // its views point into in_
+    size_t head_length = 0;
+    size_t parse_checked = 0;  // bytes of in_ the parser has already found incomplete
+    RequestFraming framing;
+    bool plain_http = false;
+    Decision decision;
+    bool decided = false;           // decide() ran: the request is counted once
+    bool counted = false;           // in s3gate_requests_total
+    bool upstream_reused = false;   // the forwarder's upstream came from the pool
+    bool resent = false;            // sent again on a new connection
+    uint64_t counted_up = 0;        // of the current tunnel or exchange, in the byte counters
+    uint64_t counted_down = 0;
+    uint16_t upstream_port = 0;
+    bool upstream_tls = false;
+    std::string pool_key;
+    AccessRecord record;
+    Clock::time_point started;
+    bool logged = false;
+  };
+
   void transitionTo(State next);
 
   static void onClientEvent(evutil_socket_t fd, short what, void* arg);
   static void onTimer(evutil_socket_t fd, short what, void* arg);
-  static void onUpstreamEvent(evutil_socket_t fd, short what, void* arg);
   static void onKick(evutil_socket_t fd, short what, void* arg);
 
+  void onPreambleDone(PreambleOutcome outcome);
+  void acceptClient();
   void onReadable();
-  void readProxyHeader();
-  static void onPeekRetry(evutil_socket_t fd, short what, void* arg);
-  void startHandshake();
-  void continueHandshake();
-  void badPreamble(Reason reason, const std::string& close);
-  void onClientHello();
-  void recordDecision(const Decision& d, RequestKind kind, uint16_t port);
+  void readLinger();
   void onWritable();
   void onTimeout();
   void parseBuffered();
-  void onHead(const RequestHead& head);
-  void onConnect(const RequestHead& head);
-  void onPlainHttp(const RequestHead& head);
-  void onLocal(const RequestHead& head);
-  Decision decideFor(const RequestHead& head, RequestKindForDecision kind);
-  void resolveTarget();
-  void onResolved(const DnsAnswer& answer);
-  void useAddresses(const std::vector<IpAddress>& addresses);
-  void connectNext();
-  void onUpstreamReady();
-  void connectFailed(int err, bool timed_out);
-  void onConnected();
-  void startTunnel();
+  void onClientHello();
+  void onHead();
+  void onConnect();
+  void onPlainHttp();
+  void onLocal();
+  void decide(RequestKindForDecision kind);
+  void countDecision(Verdict verdict);
+  void connectUpstream();
+  void onConnected(ConnectResult result);
+  void startTunnel(UniqueFd upstream);
   void onRelayDone(const RelayResult& result);
-  // Counts what the current tunnel or exchange has moved up to these totals.
   void countBytes(uint64_t up, uint64_t down);
   void startForward(std::unique_ptr<Stream> upstream);
   void onForwardDone(ForwardResult result);
   void nextRequest();
+  void beginRequest();
 
   void fail(Reason reason, const std::string& detail = {});
-  void respond(int status, std::string_view status_text, std::string_view extra_headers,
-               std::string_view body, bool with_proxy_status, Reason reason);
+  void respond(int status, std::string_view status_text, std::string_view body,
+               bool with_proxy_status, Reason reason);
   void startLinger();
-  void finish(const std::string& close);
+  void finish(CloseCause close);
   void armTimer(Duration after);
   void logRequest();
-  void resetRecord();
+  const Config& config() const { return *request_.runtime->config; }
 
-  Worker& worker_;
-  ConfigPtr config_;
-  std::unique_ptr<Stream> client_;
+  SessionOwner& owner_;
   ListenerConfig listener_;
-  std::shared_ptr<TlsServerContext> tls_;  // HTTPS listeners only
-  SocketAddress peer_;                     // the TCP peer (the load balancer behind PROXY headers)
-  IpAddress client_ip_;      // the client for decisions: the PROXY source, else the peer
-  std::string client_text_;  // the same with its port, for the log
-  std::string identity_;     // the client certificate's CN, when there is one
-  std::optional<std::string> via_;
-  std::optional<std::string> vpce_;
-  size_t last_peek_ = 0;  // PROXY header bytes seen at the last peek
+  size_t listener_index_;
+  SocketAddress peer_;  // the TCP peer (the load balancer behind PROXY headers)
+  ClientOrigin origin_;
+  std::unique_ptr<Stream> client_;
+  std::unique_ptr<Preamble> preamble_;
   State state_ = State::reading_head;
   bool overloaded_ = false;
   bool tunnel_open_ = false;
@@ -156,44 +160,19 @@ class Session {
   EventPtr client_read_;
   EventPtr client_write_;
   EventPtr timer_;
-  EventPtr upstream_event_;
-  EventPtr kick_;        // runs nextRequest() from the loop after a forward ends
-  EventPtr peek_retry_;  // re-reads an incomplete PROXY header a moment later
+  EventPtr kick_;  // runs nextRequest() from the loop after a forward ends
 
-  std::string in_;  // the request head as it arrives, then any bytes after it
-  size_t head_length_ = 0;
-  size_t parse_checked_ = 0;  // bytes of in_ the parser has already found incomplete
-  std::string out_;           // a response being written
-  size_t out_pos_ = 0;        // bytes of out_ already written
+  std::string in_;     // the request head as it arrives, then any bytes after it
+  std::string out_;    // a response being written
+  size_t out_pos_ = 0;  // bytes of out_ already written
   size_t lingered_ = 0;
 
-  RequestHead head_;  // the current request; its views point into in_
-  RequestFraming framing_;
-  bool plain_http_ = false;
-  bool upstream_reused_ = false;  // the forwarder's upstream came from the pool
-  bool resent_ = false;           // this request was sent again on a new connection
-  uint64_t counted_up_ = 0;       // of the current tunnel or exchange, in the byte counters
-  uint64_t counted_down_ = 0;
-  uint16_t upstream_port_ = 0;
-  bool upstream_tls_ = false;
-  std::string pool_key_;
-
-  Decision decision_;
-  std::unique_ptr<Resolver::Lookup> lookup_;
-  std::vector<IpAddress> addresses_;
-  size_t next_address_ = 0;
-  UniqueFd upstream_;
-  SocketAddress upstream_address_;
-  std::chrono::steady_clock::time_point connect_started_;
-  Reason last_connect_failure_ = Reason::connect_failed;
+  Request request_;
+  std::unique_ptr<Connector::Attempt> attempt_;
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback
-
-  AccessRecord record_;
-  std::chrono::steady_clock::time_point started_;
-  std::chrono::steady_clock::time_point tunnel_started_;
-  bool logged_ = false;
+  Clock::time_point tunnel_started_;
 };
 
 }  // namespace s3gate

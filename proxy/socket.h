@@ -7,8 +7,8 @@
 #include <string>
 #include <utility>
 
-#include "acl/config.h"
-#include "acl/net.h"
+#include "common/duration.h"
+#include "common/net.h"
 
 namespace s3gate {
 

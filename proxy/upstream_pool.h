@@ -19,7 +19,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "acl/config.h"
+#include "common/duration.h"
 #include "proxy/event_ptr.h"
 #include "proxy/stream.h"
 

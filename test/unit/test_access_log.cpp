@@ -156,19 +156,19 @@ AccessRecord fullRecord() {
   r.via = "10.0.0.7:4001";
   r.vpce = "vpce-0931f00d";
   r.identity = "client-a";
-  r.kind = "connect";
+  r.kind = RecordKind::connect;
   r.method = "CONNECT";
   r.host = "media.s3.us-west-2.amazonaws.com";
   r.port = 443;
   r.bucket = "media";
   r.rule = "media";
-  r.decision = "allow";
+  r.decision = Verdict::allow;
   r.status = 200;
   r.upstream = "52.218.1.7:443";
   r.bytes_up = 1048576;
   r.bytes_down = 4096;
   r.duration_ms = 812;
-  r.close = "client_eof";
+  r.close = CloseCause::client_eof;
   return r;
 }
 
@@ -214,20 +214,20 @@ TEST_CASE("a minimal record: optional fields left out or null") {
   AccessRecord r;
   r.time_ms = 0;
   r.client = "127.0.0.1:40000";
-  r.kind = "http";
+  r.kind = RecordKind::http;
   r.method = "GET";
   r.host = "evil.example";
   r.port = 80;
-  r.decision = "deny";
-  r.reason = "host_not_allowed";
+  r.decision = Verdict::deny;
+  r.reason = Reason::host_not_allowed;
   r.status = 403;
   r.duration_ms = 1;
-  r.close = "denied";
+  r.close = CloseCause::proxy_close;
   CHECK(formatAccessRecord(r) ==
         R"({"time":"1970-01-01T00:00:00.000Z","client":"127.0.0.1:40000","kind":"http",)"
         R"("method":"GET","host":"evil.example","port":80,"bucket":null,"rule":"-",)"
         R"("decision":"deny","reason":"host_not_allowed","status":403,"upstream":null,)"
-        R"("bytes_up":0,"bytes_down":0,"duration_ms":1,"close":"denied"})"
+        R"("bytes_up":0,"bytes_down":0,"duration_ms":1,"close":"proxy_close"})"
         "\n");
 }
 
@@ -268,7 +268,7 @@ TEST_CASE("hostile strings cannot forge a field or split the line") {
     r.host = c.input;
     r.method = c.input;
     r.identity = c.input;
-    r.close = c.input;
+    r.user_agent = c.input;
     std::string line = formatAccessRecord(r);
     CHECK(line.find("\"host\":\"" + c.escaped + "\",") != std::string::npos);
     CHECK(isValidUtf8(line));
@@ -284,11 +284,11 @@ TEST_CASE("hostile strings cannot forge a field or split the line") {
     CHECK(keys == std::vector<std::string>{"time", "client", "via", "vpce", "identity", "kind",
                                            "method", "host", "port", "bucket", "rule", "decision",
                                            "reason", "status", "upstream", "bytes_up", "bytes_down",
-                                           "duration_ms", "close"});
+                                           "duration_ms", "close", "user_agent"});
     CHECK(by_key["host"].text == c.decoded);
     CHECK(by_key["method"].text == c.decoded);
     CHECK(by_key["identity"].text == c.decoded);
-    CHECK(by_key["close"].text == c.decoded);
+    CHECK(by_key["user_agent"].text == c.decoded);
     CHECK(by_key["decision"].text == "allow");
     CHECK(by_key["reason"].is_null);
     CHECK(by_key["port"].text == "443");
@@ -326,33 +326,33 @@ TEST_CASE("a file target is appended to, and reopened after a rename") {
   REQUIRE(stat(path.c_str(), &st) == 0);
 
   AccessRecord r = fullRecord();
-  r.close = "first";
+  r.user_agent = "first";
   log->write(r);
-  r.close = "second";
+  r.user_agent = "second";
   log->write(r);
   log->flush();
   std::string first = readFile(path);
   CHECK(countLines(first) == 3);
   CHECK(first.rfind("earlier line\n{", 0) == 0);
-  CHECK(first.find(R"("close":"second"})") != std::string::npos);
+  CHECK(first.find(R"("user_agent":"second"})") != std::string::npos);
 
   // logrotate: rename, then signal; lines before reopen() still go to the old file.
   auto rotated = dir.path / "access.log.1";
   std::filesystem::rename(path, rotated);
-  r.close = "before-reopen";
+  r.user_agent = "before-reopen";
   log->write(r);
   log->flush();
   REQUIRE(log->reopen(&error));
-  r.close = "after-reopen";
+  r.user_agent = "after-reopen";
   log->write(r);
   log->flush();
 
   std::string old_text = readFile(rotated);
   std::string new_text = readFile(path);
   CHECK(countLines(old_text) == 4);
-  CHECK(old_text.find(R"("close":"before-reopen"})") != std::string::npos);
+  CHECK(old_text.find(R"("user_agent":"before-reopen"})") != std::string::npos);
   CHECK(countLines(new_text) == 1);
-  CHECK(new_text.find(R"("close":"after-reopen"})") != std::string::npos);
+  CHECK(new_text.find(R"("user_agent":"after-reopen"})") != std::string::npos);
   REQUIRE(stat(path.c_str(), &st) == 0);
   mode_t mask = umask(0);
   umask(mask);
@@ -450,7 +450,7 @@ TEST_CASE("writes from several threads arrive whole") {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&log, t] {
       AccessRecord r = fullRecord();
-      r.close = "thread-" + std::to_string(t);
+      r.user_agent = "thread-" + std::to_string(t);
       for (int i = 0; i < kLines; ++i) {
         log->write(r);
       }

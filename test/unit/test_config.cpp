@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "acl/config.h"
+#include "config/config.h"
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;

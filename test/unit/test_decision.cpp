@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "acl/config.h"
+#include "config/config.h"
 #include "acl/decision.h"
 #include "acl/reason.h"
 #include "proxy/http_parser.h"

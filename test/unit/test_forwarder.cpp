@@ -288,7 +288,7 @@ TEST_CASE("forwarder: the origin closing mid-body ends the exchange with what ca
   REQUIRE(h.runUntil([&] { return h.origin_peer.sent == h.origin_peer.out.size(); }));
   shutdown(h.origin.app.get(), SHUT_WR);
   REQUIRE(h.finish());
-  CHECK(h.result->close == "upstream_eof");
+  CHECK(h.result->close == CloseCause::upstream_eof);
   CHECK(h.result->error == Reason::none);  // the head had gone out: close, no error status
   CHECK_FALSE(h.result->client_reusable);
   CHECK_FALSE(h.upstream);

@@ -3,7 +3,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "acl/net.h"
+#include "common/net.h"
 
 namespace s3gate::test {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <string>
 
-#include "acl/net.h"
+#include "common/net.h"
 #include "test/unit/test_helpers.h"
 
 using namespace s3gate;

@@ -221,7 +221,7 @@ std::set<std::string> texts(const std::vector<IpAddress>& addresses) {
 struct Fixture {
   EventBasePtr base{event_base_new()};
   FakeDns dns{base.get()};
-  DnsConfig config;
+  ResolverSettings config;
 
   Fixture() {
     config.servers = {dns.address()};

@@ -11,11 +11,10 @@
 #include <string_view>
 #include <vector>
 
-#include "acl/net.h"
+#include "common/duration.h"
+#include "common/net.h"
 
 namespace s3gate {
-
-using Duration = std::chrono::milliseconds;
 
 struct ListenerTls {
   std::string certificate;
@@ -134,7 +133,5 @@ ConfigLoadResult loadConfigFromFile(const std::string& path);
 std::string_view defaultConfigYaml();
 ConfigLoadResult loadDefaultConfig();
 
-// Parses "500ms", "30s", "5m", "1h"; nullopt when malformed.
-std::optional<Duration> parseDuration(std::string_view text);
 
 }  // namespace s3gate

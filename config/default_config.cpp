@@ -1,4 +1,4 @@
-#include "acl/config.h"
+#include "config/config.h"
 
 namespace s3gate {
 namespace {

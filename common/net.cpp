@@ -1,5 +1,5 @@
-#include "acl/net.h"
-#include "acl/text.h"
+#include "common/net.h"
+#include "common/text.h"
 
 #include <arpa/inet.h>
 
@@ -398,6 +398,15 @@ bool hostPatternMatch(std::string_view pattern, std::string_view host) {
            equalsIgnoreCase(host.substr(host.size() - suffix.size()), suffix);
   }
   return equalsIgnoreCase(pattern, host);
+}
+
+IpAddress IpAddress::unmapped() const {
+  std::array<uint8_t, 4> v4{};
+  if (isV6() && v4View(*this, &v4)) {
+    return IpAddress::v4((uint32_t{v4[0]} << 24) | (uint32_t{v4[1]} << 16) |
+                         (uint32_t{v4[2]} << 8) | uint32_t{v4[3]});
+  }
+  return *this;
 }
 
 }  // namespace s3gate

@@ -29,6 +29,8 @@ class IpAddress {
   int family() const { return family_; }
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }  // v4 uses the first 4
   std::string toString() const;
+  // ::ffff:a.b.c.d as the IPv4 address it stands for; any other address as it is.
+  IpAddress unmapped() const;
 
   bool isLoopback() const;
   bool isLinkLocal() const;
