@@ -31,8 +31,10 @@ bool sameListeners(const Config& a, const Config& b) {
 }
 
 // An existing file must open for appending; a new one needs a writable
-// directory. Nothing is created: --check leaves no trace.
-bool checkLogTarget(const std::string& target, std::string* error) {
+// directory. A directory that does not exist yet is only a warning: systemd
+// creates /var/log/s3gate (LogsDirectory=) as the service starts. Nothing is
+// created: --check leaves no trace.
+bool checkLogTarget(const std::string& target, std::string* error, std::string* warning) {
   if (target == "off" || target == "stdout") {
     return true;
   }
@@ -49,6 +51,11 @@ bool checkLogTarget(const std::string& target, std::string* error) {
     dir = ".";
   }
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    if (errno == ENOENT) {
+      *warning = "the directory " + dir.string() + " does not exist yet; start-up fails unless it " +
+                 "is made first (the packaged unit's LogsDirectory= makes it)";
+      return true;
+    }
     *error = "cannot create it in " + dir.string() + ": " + std::strerror(errno);
     return false;
   }
@@ -145,8 +152,9 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
   }
   runtime->resolver = resolverSettings(config->dns);
   error.clear();
+  std::string log_warning;
   if (use == RuntimeUse::check) {
-    if (!checkLogTarget(config->access_log, &error)) {
+    if (!checkLogTarget(config->access_log, &error, &log_warning)) {
       result.errors.push_back(where + "access_log: " + config->access_log + ": " + error);
     }
   } else if (running != nullptr && running->access_log &&
@@ -162,6 +170,9 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
     return result;
   }
   runtime->warnings = riskySettings(*config);
+  if (!log_warning.empty()) {
+    runtime->warnings.push_back(where + "access_log: " + log_warning);
+  }
   runtime->config = std::move(config);
   result.runtime = std::move(runtime);
   return result;

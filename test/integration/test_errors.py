@@ -20,8 +20,10 @@ class ErrorTest(h.ProxyTestCase):
         body = self.assert_error(resp, status, error, details)
         self.assertEqual(resp.end, "eof", "the proxy did not close after the error")
         rec = self.proxy.log_for_client(client)
-        self.assert_log(rec, kind="connect", method="CONNECT", decision=decision, reason=details,
-                        status=status, bytes_up=0, bytes_down=0, **log)
+        fields = dict(kind="connect", method="CONNECT", decision=decision, reason=details,
+                      status=status, bytes_up=0, bytes_down=0)
+        fields.update(log)
+        self.assert_log(rec, **fields)
         self.assert_settled()
         return body, rec
 
@@ -36,9 +38,20 @@ class ErrorTest(h.ProxyTestCase):
     # ------------------------------------------------------------ policy (403)
 
     def test_client_not_allowed(self):
-        self.start_proxy({"clients": ["10.0.0.0/8"]})
+        # SPEC section 3: refused as soon as the address is known, before any
+        # request head (a non-client holds no slot for header_timeout).
+        self.start_proxy({"clients": ["10.0.0.0/8"], "limits": {"header_timeout": "30s"}})
+        started = time.monotonic()
+        resp, client = h.send_raw(self.proxy.port, b"")
+        self.assertLess(time.monotonic() - started, 5.0, "the refusal waited for a request head")
+        self.assert_error(resp, 403, "http_request_denied", "client_not_allowed")
+        self.assertEqual(resp.end, "eof", "the proxy did not close after the error")
+        rec = self.proxy.log_for_client(client)
+        self.assert_log(rec, kind="connect", method="-", decision="deny",
+                        reason="client_not_allowed", status=403, bytes_up=0, bytes_down=0)
+        # A request sent at once meets the same refusal, decided before DNS.
         self.connect_denied(f"{h.s3_name('media')}:{self.echo.port}", 403, "http_request_denied",
-                            "client_not_allowed")
+                            "client_not_allowed", method="-")
         self.assertEqual(self.dns.query_count(), 0, "DNS was asked before the decision")
 
     def test_host_not_allowed(self):

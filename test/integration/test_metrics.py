@@ -535,9 +535,9 @@ class MetricsTest(h.ProxyTestCase):
         client, _ = self.sni_mismatch_tunnel()
         self.wait_idle()
         after = scrape(self.admin_port)
-        # decided allowed at CONNECT, denied once the ClientHello was seen
+        # allowed at CONNECT, denied once the ClientHello was seen: the final decision counts
         self.assertEqual(diff(before, after, "s3gate_requests_total"),
-                         {L(kind="connect", decision="allow"): 1})
+                         {L(kind="connect", decision="deny"): 1})
         self.assertEqual(diff(before, after, "s3gate_denied_total"), {L(reason="sni_mismatch"): 1})
         self.assertEqual(diff(before, after, "s3gate_dns_lookups_total"), {L(result="resolved"): 1})
         for name in ("s3gate_upstream_connect_duration_seconds", "s3gate_tunnel_duration_seconds"):

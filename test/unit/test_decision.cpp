@@ -871,6 +871,8 @@ TEST_CASE("reasons: names, statuses and Proxy-Status errors", "[reason]") {
       {connect_failed, "connect_failed", 502, "Bad Gateway", "connection_refused", false, true},
       {upstream_tls_failed, "upstream_tls_failed", 502, "Bad Gateway", "tls_certificate_error",
        false, true},
+      {upstream_bad_response, "upstream_bad_response", 502, "Bad Gateway", "http_protocol_error",
+       false, true},
       {dns_timeout, "dns_timeout", 504, "Gateway Timeout", "dns_timeout", false, true},
       {connect_timeout, "connect_timeout", 504, "Gateway Timeout", "connection_timeout", false,
        true},

@@ -72,7 +72,7 @@ const std::vector<std::string> kReasonNames = {
     "header_too_large",
     "dns_failed",
     "connect_failed",
-    "upstream_tls_failed",
+    "upstream_tls_failed", "upstream_bad_response",
     "dns_timeout",
     "connect_timeout",
     "overloaded",
@@ -144,7 +144,7 @@ TEST_CASE("bounded label sets are present at zero before any traffic") {
   for (const char* direction : {"up", "down"}) {
     CHECK(sample(text, std::string("s3gate_bytes_total{direction=\"") + direction + "\"}") == 0.0);
   }
-  for (const char* reason : {"refused", "timeout", "reset", "tls"}) {
+  for (const char* reason : {"refused", "timeout", "reset", "tls", "bad_response"}) {
     CHECK(sample(text, std::string("s3gate_upstream_errors_total{reason=\"") + reason + "\"}") ==
           0.0);
   }
