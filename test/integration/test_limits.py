@@ -279,6 +279,7 @@ class SlowlorisTest(LimitsCase):
     CONNECTIONS = 2000
     HEADER_TIMEOUT = 3.0  # seconds
     SLACK = 6.0  # how long after header_timeout every connection must be closed (ASan, 2 cores)
+    EARLY_SLACK = 0.15  # seconds a close may come before header_timeout, as measured here
 
     def raise_own_nofile(self, need):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -393,14 +394,16 @@ class SlowlorisTest(LimitsCase):
         self.assertLess(normal_secs, self.HEADER_TIMEOUT, "normal requests were held up")
 
         # Every slow connection is closed at header_timeout: not before (as seen
-        # from here, s3gate accepted it after our connect), and not much after.
+        # from here, s3gate accepted it after our connect; the event loop's
+        # cached clock may run a burst of accepts a little behind: EARLY_SLACK),
+        # and not much after.
         pump(t_open + open_secs + self.HEADER_TIMEOUT + self.SLACK)
         not_closed = [c for c in conns if not c["closed_at"]]
         self.assertEqual(len(not_closed), 0,
                          f"{len(not_closed)} of {self.CONNECTIONS} slow connections still open "
                          f"{self.HEADER_TIMEOUT + self.SLACK:.0f}s after opening "
                          f"(kinds: {sorted(set(c['kind'] for c in not_closed))})")
-        too_early = [c for c in conns if c["closed_at"] < c["opened"] + self.HEADER_TIMEOUT - 0.05]
+        too_early = [c for c in conns if c["closed_at"] < c["opened"] + self.HEADER_TIMEOUT - self.EARLY_SLACK]
         self.assertEqual(too_early, [], f"{len(too_early)} closed before header_timeout, e.g. "
                          f"after {too_early[0]['closed_at'] - too_early[0]['opened']:.2f}s"
                          if too_early else "")
