@@ -98,9 +98,9 @@ def object_bytes(size, seed):
 # the plain HTTP origin
 
 
-class HttpOrigin(h._TcpServer):
+class HttpOrigin:
     """A plain HTTP/1.1 origin with keep-alive (idle connections closed after
-    `idle` seconds, as S3 does after ~20 s).
+    `idle` seconds, as S3 does after ~20 s), one thread per connection.
 
     GET /obj/SIZE/SEED          200, Content-Length, object_bytes(SIZE, SEED)
     GET /chunked/SIZE/SEED      the same body, chunked in random pieces
@@ -109,16 +109,63 @@ class HttpOrigin(h._TcpServer):
     anything else               404
     """
 
-    name = "http-origin"
-
     def __init__(self, host, port=80, idle=2.0):
         self.idle = idle
         self.requests = 0
-        super().__init__(host=host, port=port)
+        self.errors = 0
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(256)
+        except OSError:
+            self._listener.close()
+            raise
+        self._listener.settimeout(0.1)
+        self.host = host
+        self.port = port
+        self._open = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, name="http-origin", daemon=True)
+        self._thread.start()
 
-    def handle(self, conn, record):
-        record.clear()  # keep no per-connection state: the soak may run for hours
-        record["done"] = False
+    def _accept_loop(self):
+        for _ in iter(int, 1):  # until stopped; each pass waits at most 0.1 s
+            if self._stop.is_set():
+                return
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._open.add(conn)
+            threading.Thread(target=self._run_one, args=(conn,), daemon=True).start()
+
+    def _run_one(self, conn):
+        try:
+            self.handle(conn)
+        except (OSError, ValueError, ConnectionError):
+            self.errors += 1  # a client abort cuts requests short: not counted as a failure
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._listener.close()
+        with self._lock:
+            conns = list(self._open)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+
+    def handle(self, conn):
         buf = b""
         for _ in iter(int, 1):  # one request per pass, until close or idle
             conn.settimeout(self.idle)
@@ -256,6 +303,40 @@ class Corrupted(Exception):
     """Bytes that arrived differ from the bytes sent."""
 
 
+class Head:
+    """A response head. headers: lower-case name -> list of values."""
+
+    def __init__(self, status, headers, raw):
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+
+    @classmethod
+    def parse(cls, raw):
+        lines = raw.decode("latin-1").split("\r\n")
+        m = re.match(r"^HTTP/1\.[01] (\d{3})", lines[0])
+        if not m:
+            raise Unexpected(f"not an HTTP response: {lines[0]!r}")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise Unexpected(f"bad header line {line!r}")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        return cls(int(m.group(1)), headers, raw)
+
+    def header(self, name, default=None):
+        values = self.headers.get(name.lower())
+        return values[0] if values else default
+
+    def proxy_status(self):
+        value = self.header("Proxy-Status")
+        return h.parse_proxy_status(value) if value is not None else None
+
+    def __repr__(self):
+        return f"<Head {self.raw[:300]!r}>"
+
+
 class Conn:
     """A buffered client connection to the proxy."""
 
@@ -278,8 +359,7 @@ class Conn:
         for _ in range(1024):
             if b"\r\n\r\n" in self.buf:
                 raw, _, self.buf = self.buf.partition(b"\r\n\r\n")
-                resp = h._parse_head(raw + b"\r\n\r\n")
-                return resp
+                return Head.parse(raw)
             self._more()
         raise Unexpected("response head too long")
 
@@ -477,10 +557,10 @@ class Soak:
                 self.failures.append((kind, f"{type(exc).__name__}: {exc}"))
 
     def prune_upstream_records(self):
-        """The harness servers keep a record per connection: drop finished ones."""
-        for server in (self.echo, self.sink, self.source, self.origin):
-            with server._lock:
-                server.connections[:] = [r for r in server.connections if not r.get("done")]
+        """The harness servers keep a record per connection: drop finished ones
+        (a record appended meanwhile may be dropped too: only its bookkeeping)."""
+        for server in (self.echo, self.sink, self.source):
+            server.connections[:] = [r for r in list(server.connections) if not r.get("done")]
 
     # operations ------------------------------------------------------------
 
