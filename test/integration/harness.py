@@ -823,7 +823,7 @@ class ScriptedTcpServer(_TcpServer):
                 elif op == "recv_eof":
                     self._read(conn, record, digest, None)
                 elif op == "send":
-                    for chunk in pattern_chunks(step[1], 65536):
+                    for chunk in pattern_chunks(step[1]):
                         conn.sendall(chunk)
                         record["bytes_out"] += len(chunk)
                 elif op == "sleep":
