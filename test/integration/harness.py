@@ -309,16 +309,26 @@ class DnsServer:
         self.tcp_queries = 0
         self._counts = {}
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, 0))
-        self._sock.settimeout(0.1)
         self.host = host
-        self.port = self._sock.getsockname()[1]
         self._tcp = None
-        if tcp:
+        for _ in range(50):  # with TCP: a port free for both protocols
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind((host, 0))
+            self.port = self._sock.getsockname()[1]
+            if not tcp:
+                break
             self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._tcp.bind((host, self.port))
+            try:
+                self._tcp.bind((host, self.port))
+                break
+            except OSError:
+                self._tcp.close()
+                self._sock.close()
+                self._tcp = None
+        if tcp and self._tcp is None:
+            raise AssertionError("no port free for DNS over both UDP and TCP")
+        self._sock.settimeout(0.1)
+        if self._tcp is not None:
             self._tcp.listen(16)
             self._tcp.settimeout(0.1)
         self._stop = threading.Event()

@@ -29,7 +29,7 @@ MEDIA = h.s3_name("media")
 HEALTHY = h.s3_name("media", "eu-west-1")
 # resident memory may grow this much over a test (KiB): allocator caches and the
 # sanitizer's quarantine, not per-connection state
-RSS_SLACK_KIB = (96 if h.sanitized_binary() else 16) * 1024
+RSS_SLACK_KIB = (96 if h.sanitized_binary() else 8) * 1024
 
 
 class FaultCase(h.ProxyTestCase):

@@ -883,7 +883,7 @@ class LargeBodyTest(h.ForwardTestCase):
         self.start_forward(up, {"workers": 1, "limits": {"idle_timeout": "120s"}})
         c = self.client()
         c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
         time.sleep(0.2)
         baseline = h.rss_kib(self.proxy.pid)
         watch = h.RssWatch(self.proxy.pid)
@@ -931,7 +931,7 @@ class LargeBodyTest(h.ForwardTestCase):
         c = self.client()
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
         baseline = h.rss_kib(self.proxy.pid)
         watch = h.RssWatch(self.proxy.pid)
         try:
@@ -969,7 +969,7 @@ class LargeBodyTest(h.ForwardTestCase):
         self.start_forward(up, {"workers": 1, "limits": {"idle_timeout": "120s"}})
         c = self.client()
         c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
         time.sleep(0.2)
         baseline = h.rss_kib(self.proxy.pid)
         watch = h.RssWatch(self.proxy.pid)
