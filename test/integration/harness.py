@@ -2,13 +2,14 @@
 
 Run one file by hand, from test/integration/:
 
-    S3GATE_BIN=../../build/s3gate python3 -m unittest -v test_connect
-    S3GATE_BIN=../../build/s3gate python3 -m unittest -v test_errors.ErrorTest.test_bucket_not_allowed
+    S3GATE_BIN=../../build/s3gate python3 run.py test_connect
+    S3GATE_BIN=../../build/s3gate python3 run.py test_errors.ErrorTest.test_bucket_not_allowed
 
-ctest runs every test_*.py the same way (test/CMakeLists.txt sets S3GATE_BIN).
+ctest runs every test_*.py the same way (test/CMakeLists.txt sets S3GATE_BIN);
+run.py exits 77 (skipped) when every test of a file skipped.
 Without S3GATE_BIN the harness looks for ../../build/s3gate; when there is no
 executable binary every proxy test is skipped with the reason printed.
-`python3 -m unittest -v test_harness` checks the harness itself (no binary needed).
+`python3 run.py test_harness` checks the harness itself (no binary needed).
 
 Pieces (Python 3 standard library, plus `cryptography` for certificates and
 moto/boto3 for test_aws_cli):
@@ -16,10 +17,16 @@ moto/boto3 for test_aws_cli):
 - free_port(): a free TCP port on 127.0.0.1.
 - TestPki: a CA and one leaf certificate (S3 names, localhost, 127.0.0.1),
   generated once per process into a temporary directory.
-- DnsServer: a UDP DNS server in a thread (A/AAAA from a table, wildcard
-  names, per-name SERVFAIL / NXDOMAIN / silence, a query counter per name).
+- DnsServer: a UDP (and optionally TCP) DNS server in a thread (A/AAAA from a
+  table, wildcard names, per-name SERVFAIL / NXDOMAIN / silence / truncated /
+  malformed answers, answers that change from one query to the next, a query
+  counter per name).
 - EchoServer, SinkServer, SourceServer, TlsHttpServer: tunnel upstreams;
-  refusing_port() and SilentPort for connect failures.
+  ScriptedTcpServer plays a script of reads, writes, pauses, half-closes and
+  resets (faults); refusing_port() and SilentPort for connect failures.
+- ScriptedUpstream, ExtraPki, HttpClient, ForwardTestCase: plain-HTTP
+  forwarding to upstreams on port 443/80 of their own 127.0.0.X (needs root).
+- rss_kib(), RssWatch, sanitized_binary(): memory checks and their bounds.
 - S3gate: the proxy process with a generated YAML configuration, its access
   log (stdout, one JSON object per line) and stderr captured to files.
 - ProxyClient helpers: send CONNECT / raw bytes, parse the response head and
@@ -37,6 +44,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -121,6 +129,17 @@ def recv_until_eof(sock, timeout=10.0, limit=1 << 20):
         chunks.append(data)
         total += len(data)
     return b"".join(chunks), "limit"
+
+
+def recv_exact(sock, n):
+    """Exactly n bytes, or b"" when the peer closed first (socket timeouts raise)."""
+    buf = b""
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        if not data:
+            return b""
+        buf += data
+    return buf
 
 
 # A deterministic byte pattern for bulk transfers: 1 MiB built by chaining sha256.
@@ -265,30 +284,59 @@ class DnsServer:
 
     records: name -> list of address strings; a name "*.suffix" matches any
     name ending in ".suffix" (the longest suffix wins). `default` answers every
-    other name (None: NXDOMAIN). set_failure(name, "servfail" | "nxdomain" |
-    "drop") overrides a name ("drop": no answer at all). Queries are counted per
+    other name (None: NXDOMAIN). set_failure(name, how) overrides a name:
+    "servfail", "nxdomain", "drop" (no answer at all), "truncate" (an empty
+    answer with the TC bit over UDP; over TCP the full answer), "malformed" (an
+    answer record cut short). set_sequence(name, [addresses, ...]) answers the
+    n-th A query for a name with the n-th list (the last one repeats): answers
+    that change between lookups. With tcp=True the server also answers DNS over
+    TCP on the same port (tcp_queries counts those). Queries are counted per
     (name, qtype); names are lower-cased, one trailing dot removed.
     """
 
     QTYPE_A = 1
     QTYPE_AAAA = 28
 
-    def __init__(self, default=(LOOPBACK,), ttl=60, host=LOOPBACK):
+    FAILURES = ("servfail", "nxdomain", "drop", "truncate", "malformed")
+
+    def __init__(self, default=(LOOPBACK,), ttl=60, host=LOOPBACK, tcp=False):
         self.default = list(default) if default is not None else None
         self.ttl = ttl
         self.records = {}
         self.ttls = {}
         self.failures = {}
+        self.sequences = {}
+        self.tcp_queries = 0
         self._counts = {}
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, 0))
-        self._sock.settimeout(0.1)
         self.host = host
-        self.port = self._sock.getsockname()[1]
+        self._tcp = None
+        for _ in range(50):  # with TCP: a port free for both protocols
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind((host, 0))
+            self.port = self._sock.getsockname()[1]
+            if not tcp:
+                break
+            self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self._tcp.bind((host, self.port))
+                break
+            except OSError:
+                self._tcp.close()
+                self._sock.close()
+                self._tcp = None
+        if tcp and self._tcp is None:
+            raise AssertionError("no port free for DNS over both UDP and TCP")
+        self._sock.settimeout(0.1)
+        if self._tcp is not None:
+            self._tcp.listen(16)
+            self._tcp.settimeout(0.1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dns", daemon=True)
         self._thread.start()
+        if tcp:
+            self._tcp_thread = threading.Thread(target=self._run_tcp, name="dns-tcp", daemon=True)
+            self._tcp_thread.start()
 
     @property
     def address(self):
@@ -304,16 +352,27 @@ class DnsServer:
                 self.ttls[key] = ttl
 
     def set_failure(self, name, how):
-        assert how in ("servfail", "nxdomain", "drop"), how
+        assert how in self.FAILURES, how
         with self._lock:
             self.failures[self._norm(name)] = how
+
+    def set_sequence(self, name, answers, ttl=None):
+        """The n-th A query for `name` gets answers[n] (the last one repeats)."""
+        with self._lock:
+            key = self._norm(name)
+            self.sequences[key] = [list(a) for a in answers]
+            self.failures.pop(key, None)
+            if ttl is not None:
+                self.ttls[key] = ttl
 
     def clear(self):
         with self._lock:
             self.records.clear()
             self.ttls.clear()
             self.failures.clear()
+            self.sequences.clear()
             self._counts.clear()
+            self.tcp_queries = 0
 
     # observation
     def reset_counts(self):
@@ -335,6 +394,9 @@ class DnsServer:
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close()
+        if self._tcp is not None:
+            self._tcp_thread.join(timeout=2)
+            self._tcp.close()
 
     # internals
     @staticmethod
@@ -342,11 +404,17 @@ class DnsServer:
         name = name.lower()
         return name[:-1] if name.endswith(".") else name
 
-    def _lookup(self, name):
-        """Returns ("answer", addresses, ttl) | ("servfail"|"nxdomain"|"drop", None, None)."""
+    def _lookup(self, name, qtype):
+        """Returns ("answer", addresses, ttl) | (a failure from FAILURES, None, None)."""
         with self._lock:
             if name in self.failures:
                 return self.failures[name], None, None
+            if name in self.sequences:
+                answers = self.sequences[name]
+                addresses = answers[0]
+                if qtype == self.QTYPE_A and len(answers) > 1:
+                    answers.pop(0)
+                return "answer", addresses, self.ttls.get(name, self.ttl)
             candidates = [name] + ["*." + name.split(".", i)[-1] for i in range(1, name.count(".") + 1)]
             for c in candidates:
                 if c in self.failures and c != name:
@@ -390,7 +458,40 @@ class DnsServer:
             offset += length
         raise ValueError("name too long")
 
-    def _handle(self, packet):
+    def _run_tcp(self):
+        """DNS over TCP (RFC 7766): length-prefixed messages, one connection at a time."""
+        for _ in iter(int, 1):  # until stopped; each pass waits at most 0.1 s
+            if self._stop.is_set():
+                return
+            try:
+                conn, _ = self._tcp.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                for _ in range(16):  # a few queries per connection
+                    try:
+                        size = recv_exact(conn, 2)
+                        packet = recv_exact(conn, struct.unpack("!H", size)[0]) if size else b""
+                    except OSError:
+                        break
+                    if not packet:
+                        break
+                    with self._lock:
+                        self.tcp_queries += 1
+                    try:
+                        reply = self._handle(packet, tcp=True)
+                    except Exception as exc:
+                        sys.stderr.write(f"DnsServer: bad TCP query: {exc!r}\n")
+                        break
+                    if reply is None:
+                        continue
+                    with contextlib.suppress(OSError):
+                        conn.sendall(struct.pack("!H", len(reply)) + reply)
+
+    def _handle(self, packet, tcp=False):
         qid, flags, qdcount = struct.unpack("!HHH", packet[:6])
         if flags & 0x8000 or qdcount != 1:
             return None
@@ -400,9 +501,20 @@ class DnsServer:
         name = self._norm(raw_name)
         with self._lock:
             self._counts[(name, qtype)] = self._counts.get((name, qtype), 0) + 1
-        outcome, addresses, ttl = self._lookup(name)
+        outcome, addresses, ttl = self._lookup(name, qtype)
         if outcome == "drop":
             return None
+        if outcome == "truncate" and tcp:
+            with self._lock:
+                outcome, addresses, ttl = "answer", self.records.get(name, self.default or []), self.ttl
+        # QR, the query's opcode and RD, RA
+        rflags = 0x8000 | (flags & 0x7900) | 0x0080
+        if outcome == "truncate":
+            return struct.pack("!HHHHHH", qid, rflags | 0x0200, 1, 0, 0, 0) + question
+        if outcome == "malformed":
+            # one A record announced with 4 bytes of data, of which only 2 follow
+            cut = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + b"\x7f\x00"
+            return struct.pack("!HHHHHH", qid, rflags, 1, 1, 0, 0) + question + cut
         rcode = {"answer": 0, "servfail": 2, "nxdomain": 3}[outcome]
         answers = []
         if outcome == "answer" and qclass == 1:
@@ -412,28 +524,44 @@ class DnsServer:
                     answers.append(struct.pack("!HHHIH", 0xC00C, 1, 1, ttl, 4) + ip.packed)
                 elif qtype == self.QTYPE_AAAA and ip.version == 6:
                     answers.append(struct.pack("!HHHIH", 0xC00C, 28, 1, ttl, 16) + ip.packed)
-        # QR, the query's opcode and RD, RA, rcode
-        rflags = 0x8000 | (flags & 0x7900) | 0x0080 | rcode
-        header = struct.pack("!HHHHHH", qid, rflags, 1, len(answers), 0, 0)
+        header = struct.pack("!HHHHHH", qid, rflags | rcode, 1, len(answers), 0, 0)
         return header + question + b"".join(answers)
 
 
-def dns_query(server_port, name, qtype=DnsServer.QTYPE_A, timeout=1.0, host=LOOPBACK):
-    """A raw DNS query: returns (rcode, [addresses]) or None on timeout."""
+def dns_exchange(server_port, name, qtype=DnsServer.QTYPE_A, timeout=1.0, host=LOOPBACK, tcp=False):
+    """Sends one query (over UDP, or TCP) and returns the raw reply, or None on timeout."""
     qid = os.getpid() & 0xFFFF
     q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     for label in name.rstrip(".").split("."):
         q += bytes([len(label)]) + label.encode()
     q += b"\x00" + struct.pack("!HH", qtype, 1)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(q, (host, server_port))
-        try:
-            data, _ = s.recvfrom(4096)
-        except socket.timeout:
-            return None
-    rid, flags, qd, an = struct.unpack("!HHHH", data[:8])
+    if tcp:
+        with socket.create_connection((host, server_port), timeout=timeout) as s:
+            s.sendall(struct.pack("!H", len(q)) + q)
+            try:
+                size = recv_exact(s, 2)
+                data = recv_exact(s, struct.unpack("!H", size)[0]) if size else b""
+            except socket.timeout:
+                return None
+    else:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(q, (host, server_port))
+            try:
+                data, _ = s.recvfrom(4096)
+            except socket.timeout:
+                return None
+    rid, flags = struct.unpack("!HH", data[:4])
     assert rid == qid and flags & 0x8000
+    return data
+
+
+def dns_query(server_port, name, qtype=DnsServer.QTYPE_A, timeout=1.0, host=LOOPBACK, tcp=False):
+    """A raw DNS query: returns (rcode, [addresses]) or None on timeout."""
+    data = dns_exchange(server_port, name, qtype, timeout, host, tcp)
+    if data is None:
+        return None
+    flags, qd, an = struct.unpack("!HHH", data[2:8])
     _, off = DnsServer.parse_name(data, 12)
     off += 4
     addrs = []
@@ -460,11 +588,13 @@ class _TcpServer:
 
     name = "tcp"
 
-    def __init__(self, host=LOOPBACK, port=0):
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, port))
-        self._listener.listen(128)
+    def __init__(self, host=LOOPBACK, port=0, listener=None):
+        if listener is None:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(128)
+        self._listener = listener
         self._listener.settimeout(0.1)
         self.host = host
         self.port = self._listener.getsockname()[1]
@@ -491,7 +621,9 @@ class _TcpServer:
                 return
             record = {"peer": peer, "bytes_in": 0, "bytes_out": 0, "eof_seen": False,
                       "done": False, "error": None}
+            self.new_record(record)
             with self._lock:
+                record["index"] = len(self.connections)
                 self.connections.append(record)
                 self._open.add(conn)
             threading.Thread(target=self._run_one, args=(conn, record), daemon=True).start()
@@ -508,6 +640,9 @@ class _TcpServer:
             with contextlib.suppress(OSError):
                 conn.close()
             record["done"] = True
+
+    def new_record(self, record):
+        """Adds a subclass's own fields to a new connection's record."""
 
     def handle(self, conn, record):
         raise NotImplementedError
@@ -635,6 +770,87 @@ class TlsHttpServer(_TcpServer):
         with contextlib.suppress(OSError, ssl.SSLError):
             tls.unwrap()
         tls.close()
+
+
+class ScriptedTcpServer(_TcpServer):
+    """A tunnel upstream that plays a script on every connection, for faults:
+
+        ("recv", n)     read until n bytes have come (or EOF / reset)
+        ("recv_eof",)   read until EOF or reset
+        ("send", n)     send n bytes of the pattern (stops at a reset)
+        ("sleep", s)    do nothing for s seconds (a slow reader or writer)
+        ("shut_wr",)    half-close (FIN)
+        ("hold", s)     read and drop until EOF, at most s seconds, never answering
+        ("rst",)        close with an RST and stop
+
+    After the script the connection is closed (FIN). Records: bytes_in,
+    bytes_out, sha256_in (of the bytes read), eof_seen, reset_seen.
+    """
+
+    name = "scripted-tcp"
+
+    def __init__(self, script, **kw):
+        self.script = list(script)
+        super().__init__(**kw)
+
+    def new_record(self, record):
+        record.update({"reset_seen": False, "sha256_in": None})
+
+    def _read(self, conn, record, digest, want, deadline=None):
+        """Reads until `want` more bytes came (None: until EOF); False at EOF or reset."""
+        got = 0
+        for _ in iter(int, 1):  # bounded by the socket timeout and the deadline
+            if want is not None and got >= want:
+                return True
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                conn.settimeout(min(left, 120))
+            try:
+                data = conn.recv(262144 if want is None else min(262144, want - got))
+            except socket.timeout:
+                if deadline is not None:
+                    return True
+                raise
+            except ConnectionResetError:
+                record["reset_seen"] = True
+                return False
+            if not data:
+                record["eof_seen"] = True
+                return False
+            digest.update(data)
+            got += len(data)
+            record["bytes_in"] += len(data)
+
+    def handle(self, conn, record):
+        digest = hashlib.sha256()
+        try:
+            for step in self.script:
+                op = step[0]
+                if op == "recv":
+                    self._read(conn, record, digest, step[1])
+                elif op == "recv_eof":
+                    self._read(conn, record, digest, None)
+                elif op == "send":
+                    for chunk in pattern_chunks(step[1]):
+                        conn.sendall(chunk)
+                        record["bytes_out"] += len(chunk)
+                elif op == "sleep":
+                    time.sleep(step[1])
+                elif op == "shut_wr":
+                    conn.shutdown(socket.SHUT_WR)
+                elif op == "hold":
+                    self._read(conn, record, digest, None, time.monotonic() + step[1])
+                elif op == "rst":
+                    rst_close(conn)
+                    return
+                else:
+                    raise ValueError(f"unknown step {step!r}")
+        except (ConnectionResetError, BrokenPipeError):
+            record["reset_seen"] = True
+        finally:
+            record["sha256_in"] = digest.hexdigest()
 
 
 def refusing_port(host=LOOPBACK):
@@ -1161,6 +1377,627 @@ class S3gate:
 
 
 # ---------------------------------------------------------------------------
+# the binary's build, memory
+
+
+def sanitized_binary():
+    """Whether the binary under test is built with AddressSanitizer (or S3GATE_ASAN is set):
+    tests then use smaller sizes and looser memory bounds."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        _SANITIZED = bool(os.environ.get("S3GATE_ASAN"))
+        binary = s3gate_binary()
+        if binary and not _SANITIZED:
+            with open(binary, "rb") as f:
+                tail = b""
+                for _ in range(1 << 12):  # the binary in 1 MiB pieces, bounded
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    if b"__asan_init" in tail + block or b"libasan.so" in tail + block:
+                        _SANITIZED = True
+                        break
+                    tail = block[-32:]
+    return _SANITIZED
+
+
+_SANITIZED = None
+
+
+def rss_kib(pid):
+    """The process's resident set size in KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssWatch:
+    """Samples a process's VmRSS every 50 ms in a thread; .peak in KiB."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = rss_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for _ in range(1 << 20):
+            if self._stop.wait(0.05):
+                return
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, rss_kib(self.pid))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak
+
+
+# ---------------------------------------------------------------------------
+# upstreams on port 443 / 80 of their own 127.0.0.X (plain-HTTP forwarding)
+
+NEEDS_ROOT = None if os.geteuid() == 0 else "binds ports 80 and 443 on 127.0.0.X: needs root"
+RAW_CAP = 1 << 20  # bytes of each scripted upstream connection kept verbatim
+
+_taken_ips = set()
+
+
+def bind_fresh_ip(port):
+    """A listening socket on port `port` of a random, free 127.0.0.X (X in 2..250).
+    release_ip(ip) gives the address back."""
+    for _ in range(200):
+        ip = f"127.0.0.{random.randint(2, 250)}"
+        if ip in _taken_ips:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            s.close()
+            continue
+        _taken_ips.add(ip)
+        s.listen(128)
+        return ip, s
+    raise AssertionError(f"no free 127.0.0.X:{port}")
+
+
+def fresh_ip(port=443):
+    """A 127.0.0.X whose `port` was free a moment ago, reserved until release_ip()."""
+    ip, s = bind_fresh_ip(port)
+    s.close()
+    return ip
+
+
+def release_ip(ip):
+    _taken_ips.discard(ip)
+
+
+class ExtraPki:
+    """Certificates TestPki does not have: a second CA with a good leaf for the
+    us-west-2 S3 names, a leaf for other names and an expired leaf (upstream TLS
+    failures)."""
+
+    def __init__(self, directory):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+        import datetime
+
+        self.directory = directory
+        now = datetime.datetime.now(datetime.timezone.utc)
+        pem = serialization.Encoding.PEM
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3gate second test CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=30))
+              .not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        self.ca_file = os.path.join(directory, "ca2.pem")
+        with open(self.ca_file, "wb") as f:
+            f.write(ca.public_bytes(pem))
+
+        def leaf(name, names, before, after):
+            key = ec.generate_private_key(ec.SECP256R1())
+            cert = (x509.CertificateBuilder()
+                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                    .issuer_name(ca_name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number())
+                    .not_valid_before(now + before).not_valid_after(now + after)
+                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                                   critical=False)
+                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                                   critical=False)
+                    .sign(ca_key, hashes.SHA256()))
+            cert_path = os.path.join(directory, f"{name}.pem")
+            key_path = os.path.join(directory, f"{name}.key")
+            with open(cert_path, "wb") as f:
+                f.write(cert.public_bytes(pem) + ca.public_bytes(pem))
+            with open(key_path, "wb") as f:
+                f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+            return cert_path, key_path
+
+        day = datetime.timedelta(days=1)
+        s3_names = [f"*.{S3_SUFFIX}", S3_SUFFIX]
+        self.good = leaf("good", s3_names, -day, day)
+        self.wrong_name = leaf("wrong-name", ["other.example.com", "*.s3.eu-west-1.amazonaws.com"],
+                               -day, day)
+        self.expired = leaf("expired", s3_names, -10 * day, -2 * day)
+
+    @staticmethod
+    def context(cert_key):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert_key)
+        return ctx
+
+
+def http_response(status=200, body=b"", headers=(), reason=None, version="1.1", length=True):
+    """Response bytes with Content-Length (unless length=False) and `headers` (name, value) pairs."""
+    reason = reason if reason is not None else {200: "OK", 204: "No Content", 304: "Not Modified",
+                                                 100: "Continue", 403: "Forbidden"}.get(status, "X")
+    lines = [f"HTTP/{version} {status} {reason}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunked(*pieces, trailer=b""):
+    """A chunked body: one chunk per piece, the last chunk and `trailer`."""
+    out = b""
+    for p in pieces:
+        out += b"%x\r\n" % len(p) + p + b"\r\n"
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+def http_request(method, url, headers=(), body=b"", version="1.1", host=True, length=None):
+    """Absolute-form request bytes; Host from the URL unless host=False."""
+    authority = re.match(r"^http://([^/?]+)", url).group(1)
+    lines = [f"{method} {url} HTTP/{version}"]
+    if host:
+        lines.append(f"Host: {authority}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    if length is None and body:
+        length = len(body)
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _Reader:
+    """Buffered reads from one upstream connection, every byte recorded."""
+
+    def __init__(self, sock, rec):
+        self.sock = sock
+        self.rec = rec
+        self.buf = bytearray()
+
+    def _recv(self):
+        try:
+            data = self.sock.recv(1 << 18)
+        except (ConnectionResetError, ssl.SSLError, socket.timeout):
+            data = b""
+        if data:
+            self.rec["bytes_in"] += len(data)
+            room = RAW_CAP - len(self.rec["raw"])
+            if room > 0:
+                self.rec["raw"] += data[:room]
+        return data
+
+    def more(self):
+        data = self._recv()
+        self.buf += data
+        return bool(data)
+
+    def head(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head = bytes(self.buf[:i + 4])
+                del self.buf[:i + 4]
+                return head
+            if len(self.buf) > (1 << 17) or not self.more():
+                return None
+        return None
+
+    def line(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 2])
+                del self.buf[:i + 2]
+                return line
+            if not self.more():
+                return None
+        return None
+
+    def exact(self, n, sink):
+        """Passes the next n bytes to sink(bytes); False at a premature EOF."""
+        take = min(n, len(self.buf))
+        if take:
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+        while n > 0:
+            data = self._recv()
+            if not data:
+                return False
+            if len(data) > n:
+                self.buf += data[n:]
+                data = data[:n]
+            sink(data)
+            n -= len(data)
+        return True
+
+
+class ScriptedUpstream(_TcpServer):
+    """An HTTP/1.1 server on port 443 (TLS) or 80 (plain) of its own 127.0.0.X,
+    or on `port` of 127.0.0.1 when given (for tunnels: no root needed).
+
+    Each connection reads requests (head, then a Content-Length or chunked body)
+    and answers each with responder(req), a list of actions: bytes to send, a
+    float to sleep, an iterable of bytes to stream, "close" (TLS close_notify or
+    FIN, then close), "fin" (close the socket without close_notify), "rst".
+    on_head(req) may return bytes to send before the body is read (the 100
+    Continue). Records: self.connections (per connection: raw, bytes_in,
+    requests, sni, session_reused, tls_error, done), self.requests.
+    """
+
+    name = "scripted"
+
+    def __init__(self, responder=None, tls_ctx=None, plain=False, on_head=None, name="upstream",
+                 port=None):
+        self.plain = plain
+        if port is None:
+            self.port = 80 if plain else 443
+            ip, listener = bind_fresh_ip(self.port)
+        else:
+            ip, listener = LOOPBACK, None
+        self.ip = ip
+        self.responder = responder or (lambda req: [http_response(200, b"ok:" + req["target"].encode())])
+        self.on_head = on_head if on_head is not None else self.continue_if_expected
+        self.ctx = None
+        if not plain:
+            self.ctx = tls_ctx or TestPki.get().server_context()
+            self.ctx.sni_callback = self._on_sni
+        self._sni = threading.local()
+        self.requests = []
+        self.name = name
+        super().__init__(host=ip, port=port or 0, listener=listener)
+
+    @staticmethod
+    def continue_if_expected(req):
+        if any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in req["headers"]):
+            return b"HTTP/1.1 100 Continue\r\n\r\n"
+        return b""
+
+    def _on_sni(self, sslobj, server_name, ctx):
+        self._sni.value = server_name
+
+    def new_record(self, record):
+        record.update({"raw": bytearray(), "requests": 0, "sni": None, "session_reused": None,
+                       "tls_error": None})
+
+    def handle(self, conn, rec):
+        sock = conn
+        try:
+            conn.settimeout(60)
+            if self.ctx is not None:
+                self._sni.value = None
+                try:
+                    sock = self.ctx.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    rec["tls_error"] = repr(exc)
+                    return
+                rec["sni"] = self._sni.value
+                rec["session_reused"] = sock.session_reused
+                rec["version"] = sock.version()
+            self._serve(sock, rec)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _serve(self, sock, rec):
+        reader = _Reader(sock, rec)
+        for index in range(1000):
+            head = reader.head()
+            if head is None:
+                rec["eof_seen"] = True
+                return
+            lines = head[:-4].decode("latin-1").split("\r\n")
+            method, target, version = (lines[0].split(" ", 2) + ["", ""])[:3]
+            headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
+            req = {"conn": rec["index"], "index": index, "head": head, "method": method,
+                   "target": target, "version": version, "headers": headers, "body": b"",
+                   "body_len": 0, "raw_body": b"", "complete": True}
+            with self._lock:
+                self.requests.append(req)
+            rec["requests"] += 1
+            early = self.on_head(req) if self.on_head else b""
+            if early:
+                sock.sendall(early)
+            digest = hashlib.sha256()
+
+            def take(data, req=req, digest=digest):
+                digest.update(data)
+                req["body_len"] += len(data)
+                if len(req["body"]) < RAW_CAP:
+                    req["body"] += data
+
+            hmap = {k.lower(): v for k, v in headers}
+            if "transfer-encoding" in hmap:
+                raw = bytearray()
+                for _ in range(100000):
+                    line = reader.line()
+                    if line is None:
+                        req["complete"] = False
+                        break
+                    raw += line
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        for _ in range(1000):
+                            t = reader.line()
+                            if t is None:
+                                req["complete"] = False
+                                break
+                            raw += t
+                            if t == b"\r\n":
+                                break
+                        break
+                    data = bytearray()
+                    if not reader.exact(size + 2, data.extend):
+                        req["complete"] = False
+                        break
+                    raw += data
+                    take(bytes(data[:-2]))
+                req["raw_body"] = bytes(raw)
+            elif "content-length" in hmap:
+                req["complete"] = reader.exact(int(hmap["content-length"]), take)
+            req["sha256"] = digest.hexdigest()
+            if not req["complete"]:
+                return
+            for action in self.responder(req):
+                if isinstance(action, (bytes, bytearray)):
+                    sock.sendall(action)
+                    rec["bytes_out"] += len(action)
+                elif isinstance(action, (int, float)):
+                    time.sleep(action)
+                elif action == "close":
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        sock.unwrap() if self.ctx is not None else sock.shutdown(socket.SHUT_WR)
+                    return
+                elif action == "fin":
+                    # TCP FIN without TLS close_notify (SSLSocket.shutdown drops the TLS state).
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_WR)
+                    return
+                elif action == "rst":
+                    rst_close(sock)
+                    return
+                else:
+                    for piece in action:
+                        sock.sendall(piece)
+                        rec["bytes_out"] += len(piece)
+
+    def wait_requests(self, n, timeout=10.0):
+        return wait_until(lambda: len(self.requests) >= n, timeout,
+                          message=f"{n} request(s) at the upstream (have {len(self.requests)})")
+
+    def stop(self):
+        super().stop()
+        if self.ip != LOOPBACK:
+            release_ip(self.ip)
+
+
+class TcpRelay(_TcpServer):
+    """A TCP relay on 127.0.0.X:443 to `target` (host, port); TLS passes through.
+    len(self.connections) counts the connections it accepted."""
+
+    name = "relay"
+
+    def __init__(self, target):
+        self.target = target
+        ip, listener = bind_fresh_ip(443)
+        self.ip = ip
+        super().__init__(host=ip, port=443, listener=listener)
+
+    def handle(self, conn, record):
+        with socket.create_connection(self.target, timeout=5) as up:
+            pump = threading.Thread(target=self._pump, args=(up, conn), daemon=True)
+            pump.start()
+            self._pump(conn, up)
+            pump.join(120)
+
+    @staticmethod
+    def _pump(src, dst):
+        src.settimeout(120)
+        with contextlib.suppress(OSError):
+            for _ in iter(int, 1):
+                data = src.recv(1 << 18)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+
+    def stop(self):
+        super().stop()
+        release_ip(self.ip)
+
+
+# ---------------------------------------------------------------------------
+# a client that reads framed responses on a kept-alive connection
+
+
+class Reply(Response):
+    """One response read by HttpClient: the head, 1xx heads before it, the body
+    (de-chunked) and raw_body (as sent, for chunked)."""
+
+    def __init__(self):
+        super().__init__(0, "", {}, b"", b"")
+        self.head = b""
+        self.interim = []  # (status, head) of 1xx heads
+        self.raw_body = b""
+        self.framing = None
+
+    def __repr__(self):
+        return f"<Reply {self.status} {self.headers!r} body={self.body[:200]!r}>"
+
+
+class HttpClient:
+    """A client connection to the proxy that sends requests and reads framed
+    responses (length, chunked, to close), so that a connection can be kept alive."""
+
+    def __init__(self, port, timeout=15.0):
+        self.sock = open_client(port, timeout)
+        self.name = client_name(self.sock)
+        self.buf = bytearray()
+        self.timeout = timeout
+        self.eof = False
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _more(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no complete response in time (buffered {bytes(self.buf[:300])!r})")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(1 << 18)
+        except socket.timeout:
+            return True
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _head(self, deadline):
+        for _ in range(1 << 20):
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head = bytes(self.buf[:i + 4])
+                del self.buf[:i + 4]
+                return head
+            if not self._more(deadline):
+                return None
+        return None
+
+    def _line(self, deadline):
+        for _ in range(1 << 20):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 2])
+                del self.buf[:i + 2]
+                return line
+            if not self._more(deadline):
+                raise AssertionError("EOF inside a chunked body")
+        raise AssertionError("no line")
+
+    def _exact(self, n, deadline, sink):
+        while n > 0:
+            if not self.buf and not self._more(deadline):
+                raise AssertionError(f"EOF with {n} body bytes missing")
+            take = min(n, len(self.buf))
+            sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            n -= take
+
+    def read_response(self, method="GET", timeout=None, sink=None, stop_at_interim=False):
+        """One response; 1xx heads are collected in reply.interim. sink(bytes)
+        receives the body instead of reply.body. None if the connection closed first."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        r = Reply()
+        for _ in range(10):
+            head = self._head(deadline)
+            if head is None:
+                return None
+            lines = head[:-4].decode("latin-1").split("\r\n")
+            m = re.match(r"^HTTP/1\.[01] (\d{3})(?: (.*))?$", lines[0])
+            if not m:
+                raise AssertionError(f"bad status line {lines[0]!r}")
+            status = int(m.group(1))
+            if 100 <= status < 200:
+                r.interim.append((status, head))
+                if stop_at_interim:
+                    return r
+                continue
+            r.status, r.reason, r.head = status, m.group(2) or "", head
+            r.raw_head = head
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                r.headers.setdefault(k.strip().lower(), []).append(v.strip())
+            break
+        parts = []
+        raw = []
+        out = sink or parts.append
+        te = r.header("transfer-encoding")
+        cl = r.header("content-length")
+        if method == "HEAD" or r.status in (204, 304):
+            r.framing = "none"
+        elif te:
+            r.framing = "chunked"
+            for _ in range(1 << 24):
+                line = self._line(deadline)
+                raw.append(line)
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    for _ in range(1000):
+                        t = self._line(deadline)
+                        raw.append(t)
+                        if t == b"\r\n":
+                            break
+                    break
+                data = []
+                self._exact(size + 2, deadline, data.append)
+                data = b"".join(data)
+                raw.append(data)
+                out(data[:-2])
+        elif cl is not None:
+            r.framing = "length"
+            self._exact(int(cl), deadline, out)
+        else:
+            r.framing = "close"
+            for _ in range(1 << 24):
+                if self.buf:
+                    out(bytes(self.buf))
+                    self.buf.clear()
+                if not self._more(deadline):
+                    break
+        r.body = b"".join(parts)
+        r.raw_body = b"".join(raw)
+        return r
+
+    def closed(self, timeout=3.0):
+        """True when the proxy closes the connection (nothing more is read) within timeout."""
+        deadline = time.monotonic() + timeout
+        for _ in range(1 << 16):
+            if self.eof:
+                return not self.buf
+            if self.buf:
+                return False
+            try:
+                self._more(deadline)
+            except AssertionError:
+                return False
+        return False
+
+
+# ---------------------------------------------------------------------------
 # moto's S3 over TLS
 
 
@@ -1180,13 +2017,14 @@ def moto_available():
 class MotoTlsServer:
     """`python3 -m moto.server` on 127.0.0.1 with the test leaf certificate."""
 
-    def __init__(self, pki, workdir, port=None):
+    def __init__(self, pki, workdir, port=None, host=LOOPBACK):
         self.pki = pki
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.log_path = os.path.join(workdir, "moto.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port),
+            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port),
              "-c", pki.cert_file, "-k", pki.key_file],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=clean_env({"PYTHONDONTWRITEBYTECODE": "1"}))
@@ -1198,7 +2036,7 @@ class MotoTlsServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"moto exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection((LOOPBACK, self.port), timeout=1) as s:
+                with socket.create_connection((self.host, self.port), timeout=1) as s:
                     with ctx.wrap_socket(s, server_hostname="localhost") as t:
                         t.sendall(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                         t.settimeout(5)
@@ -1222,6 +2060,8 @@ class MotoTlsServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+        if self.host != LOOPBACK:
+            release_ip(self.host)
 
 
 # ---------------------------------------------------------------------------
@@ -1294,6 +2134,10 @@ class ProxyTestCase(unittest.TestCase):
             self.assertFalse(killed, "s3gate did not exit within 10 s of SIGTERM")
             self.assertEqual(code, 0, f"s3gate exit status after SIGTERM; stderr:\n{proxy.stderr()[-4000:]}")
 
+    def metrics_text(self):
+        """The admin listener's /metrics page."""
+        return http_get(self.admin_port, "/metrics").body.decode()
+
     # assertions
     def assert_settled(self, proxy=None, timeout=5.0):
         """The process is alive and its fd count is back to the starting value."""
@@ -1332,3 +2176,44 @@ class ProxyTestCase(unittest.TestCase):
         self.assertTrue(body.strip(), f"empty error body: {resp!r}")
         self.assertNotIn("\n", body.strip("\r\n"), f"error body is not one line: {body!r}")
         return body
+
+
+@unittest.skipIf(NEEDS_ROOT is not None, NEEDS_ROOT or "")
+class ForwardTestCase(ProxyTestCase):
+    """s3gate with plain HTTP sent on over TLS (the test CA) to a ScriptedUpstream
+    on 127.0.0.X:443 (or :80 for plain), the S3 names of us-west-2 pinned to it."""
+
+    def setUp(self):
+        super().setUp()
+        self.upstreams = []
+
+    def upstream(self, **kw):
+        up = ScriptedUpstream(**kw)
+        self.upstreams.append(up)
+        self.addCleanup(up.stop)
+        return up
+
+    def forward_config(self, ip, overrides=None, tls=True, ca_file=None):
+        cfg = self.config({
+            "dns": {"pins": [{"host": f"*.{S3_SUFFIX}", "addresses": [ip]},
+                             {"host": S3_SUFFIX, "addresses": [ip]}]},
+            "http": {"upstream_tls": tls, "ca_file": ca_file or self.pki.ca_file},
+            "buckets": [{"name": "media"}, {"name": "ro-*", "access": "read-only"}],
+        })
+        return deep_merge(cfg, overrides or {})
+
+    def start_forward(self, up, overrides=None, ca_file=None):
+        return self.start_proxy(config=self.forward_config(up.ip, overrides, tls=not up.plain,
+                                                           ca_file=ca_file))
+
+    def client(self):
+        c = HttpClient(self.proxy.port)
+        self.addCleanup(c.close)
+        return c
+
+    def log_lines(self, client, n, timeout=5.0):
+        """The access-log lines of `client` (an HttpClient), once there are at least n."""
+        wait_until(lambda: len([r for r in self.proxy.access_lines()
+                                if r.get("client") == client.name]) >= n, timeout,
+                   message=f"{n} access-log line(s) for {client.name}:\n{self.proxy.stdout_text()}")
+        return [r for r in self.proxy.access_lines() if r.get("client") == client.name]

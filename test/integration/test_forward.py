@@ -10,697 +10,44 @@ Every upstream listens on port 443 (80 for plain) of its own loopback address
 127.0.0.X, mapped to the S3 names with `dns.pins`: binding those ports needs
 root, so the whole file is skipped otherwise.
 
-Run: S3GATE_BIN=../../build/s3gate python3 -m unittest -v test_forward
+Run: S3GATE_BIN=../../build/s3gate python3 run.py test_forward
 S3GATE_BIG_MIB sets the size of the large PUT and GET (default 1024, 256 under ASan).
 """
 
 import contextlib
-import datetime
 import hashlib
 import os
 import random
-import re
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 import harness as h
 
-NOT_ROOT = None if os.geteuid() == 0 else "binds ports 80 and 443 on 127.0.0.X: needs root"
-if NOT_ROOT:
-    print(f"SKIP test_forward: {NOT_ROOT}", file=sys.stderr)
+if h.NEEDS_ROOT:
+    print(f"SKIP test_forward: {h.NEEDS_ROOT}", file=sys.stderr)
 
 MEDIA = h.s3_name("media")
-S3_ENDPOINT = f"s3.{h.REGION}.amazonaws.com"
-RAW_CAP = 1 << 20  # bytes of each upstream connection kept verbatim
-
-
-_ASAN = None
-
-
-def asan_binary():
-    """Whether the binary under test is built with AddressSanitizer (or S3GATE_ASAN is set)."""
-    global _ASAN
-    if _ASAN is None:
-        _ASAN = bool(os.environ.get("S3GATE_ASAN"))
-        binary = h.s3gate_binary()
-        if binary and not _ASAN:
-            with open(binary, "rb") as f:
-                tail = b""
-                for _ in range(1 << 12):  # the binary in 1 MiB pieces, bounded
-                    block = f.read(1 << 20)
-                    if not block:
-                        break
-                    if b"__asan_init" in tail + block or b"libasan.so" in tail + block:
-                        _ASAN = True
-                        break
-                    tail = block[-32:]
-    return _ASAN
+S3_ENDPOINT = h.S3_SUFFIX
 
 
 def big_size():
     mib = os.environ.get("S3GATE_BIG_MIB")
     if mib:
         return int(mib) << 20
-    return (256 if asan_binary() else 1024) << 20
-
-
-# ---------------------------------------------------------------------------
-# loopback addresses and certificates
-
-_taken_ips = set()
-
-
-def bind_fresh_ip(port):
-    """A listening socket on port `port` of a random, free 127.0.0.X (X in 2..250)."""
-    for _ in range(200):
-        ip = f"127.0.0.{random.randint(2, 250)}"
-        if ip in _taken_ips:
-            continue
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            s.close()
-            continue
-        _taken_ips.add(ip)
-        s.listen(128)
-        return ip, s
-    raise AssertionError(f"no free 127.0.0.X:{port}")
-
-
-def fresh_ip(port=443):
-    ip, s = bind_fresh_ip(port)
-    s.close()
-    return ip
-
-
-class ExtraPki:
-    """Certificates the harness PKI does not have: a second CA (the one s3gate
-    trusts in the TLS failure tests) with a good leaf, a leaf for other names
-    and an expired leaf."""
-
-    def __init__(self, directory):
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-        self.directory = directory
-        now = datetime.datetime.now(datetime.timezone.utc)
-        pem = serialization.Encoding.PEM
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "s3gate forward-test CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(days=30))
-              .not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        self.ca_file = os.path.join(directory, "ca2.pem")
-        with open(self.ca_file, "wb") as f:
-            f.write(ca.public_bytes(pem))
-
-        def leaf(name, names, before, after):
-            key = ec.generate_private_key(ec.SECP256R1())
-            cert = (x509.CertificateBuilder()
-                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-                    .issuer_name(ca_name).public_key(key.public_key())
-                    .serial_number(x509.random_serial_number())
-                    .not_valid_before(now + before).not_valid_after(now + after)
-                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                                   critical=False)
-                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                                   critical=False)
-                    .sign(ca_key, hashes.SHA256()))
-            cert_path = os.path.join(directory, f"{name}.pem")
-            key_path = os.path.join(directory, f"{name}.key")
-            with open(cert_path, "wb") as f:
-                f.write(cert.public_bytes(pem) + ca.public_bytes(pem))
-            with open(key_path, "wb") as f:
-                f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-            return cert_path, key_path
-
-        day = datetime.timedelta(days=1)
-        s3_names = [f"*.{S3_ENDPOINT}", S3_ENDPOINT]
-        self.good = leaf("good", s3_names, -day, day)
-        self.wrong_name = leaf("wrong-name", ["other.example.com", "*.s3.eu-west-1.amazonaws.com"],
-                               -day, day)
-        self.expired = leaf("expired", s3_names, -10 * day, -2 * day)
-
-    @staticmethod
-    def context(cert_key):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*cert_key)
-        return ctx
-
-
-# ---------------------------------------------------------------------------
-# a scripted HTTP upstream that records exactly what it receives
-
-
-def response(status=200, body=b"", headers=(), reason=None, version="1.1", length=True):
-    """A response with Content-Length (unless length=False) and `headers` (name, value) pairs."""
-    reason = reason if reason is not None else {200: "OK", 204: "No Content", 304: "Not Modified",
-                                                 100: "Continue", 403: "Forbidden"}.get(status, "X")
-    lines = [f"HTTP/{version} {status} {reason}"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    if length:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def chunked(*pieces, trailer=b""):
-    out = b""
-    for p in pieces:
-        out += b"%x\r\n" % len(p) + p + b"\r\n"
-    return out + b"0\r\n" + trailer + b"\r\n"
-
-
-class _Reader:
-    """Buffered reads from one upstream connection, every byte recorded."""
-
-    def __init__(self, sock, rec):
-        self.sock = sock
-        self.rec = rec
-        self.buf = bytearray()
-
-    def _recv(self):
-        try:
-            data = self.sock.recv(1 << 18)
-        except (ConnectionResetError, ssl.SSLError, socket.timeout):
-            data = b""
-        if data:
-            self.rec["bytes_in"] += len(data)
-            room = RAW_CAP - len(self.rec["raw"])
-            if room > 0:
-                self.rec["raw"] += data[:room]
-        return data
-
-    def more(self):
-        data = self._recv()
-        self.buf += data
-        return bool(data)
-
-    def head(self):
-        for _ in range(100000):
-            i = self.buf.find(b"\r\n\r\n")
-            if i >= 0:
-                head = bytes(self.buf[:i + 4])
-                del self.buf[:i + 4]
-                return head
-            if len(self.buf) > (1 << 17) or not self.more():
-                return None
-        return None
-
-    def line(self):
-        for _ in range(100000):
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i + 2])
-                del self.buf[:i + 2]
-                return line
-            if not self.more():
-                return None
-        return None
-
-    def exact(self, n, sink):
-        """Passes the next n bytes to sink(bytes); False at a premature EOF."""
-        take = min(n, len(self.buf))
-        if take:
-            sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            n -= take
-        while n > 0:
-            data = self._recv()
-            if not data:
-                return False
-            if len(data) > n:
-                self.buf += data[n:]
-                data = data[:n]
-            sink(data)
-            n -= len(data)
-        return True
-
-
-class ScriptedUpstream:
-    """An HTTP/1.1 server on port 443 (TLS) or 80 (plain) of its own 127.0.0.X.
-
-    Each connection reads requests (head, then a Content-Length or chunked body)
-    and answers each with responder(req), a list of actions: bytes to send, a
-    float to sleep, an iterable of bytes to stream, "close" (close after
-    sending), "rst". on_head(req) may return bytes to send before the body is
-    read (the 100 Continue). Records: self.connections (per connection: raw,
-    bytes_in, requests, sni, session_reused, tls_error), self.requests.
-    """
-
-    def __init__(self, responder=None, tls_ctx=None, plain=False, on_head=None, name="upstream"):
-        self.plain = plain
-        self.port = 80 if plain else 443
-        self.ip, self._listener = bind_fresh_ip(self.port)
-        self._listener.settimeout(0.1)
-        self.responder = responder or (lambda req: [response(200, b"ok:" + req["target"].encode())])
-        self.on_head = on_head if on_head is not None else self.continue_if_expected
-        self.ctx = None
-        if not plain:
-            self.ctx = tls_ctx or h.TestPki.get().server_context()
-            self.ctx.sni_callback = self._on_sni
-        self._sni = threading.local()
-        self.connections = []
-        self.requests = []
-        self.name = name
-        self._lock = threading.Lock()
-        self._open = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True, name=name)
-        self._thread.start()
-
-    @staticmethod
-    def continue_if_expected(req):
-        if any(k.lower() == "expect" and v.lower() == "100-continue" for k, v in req["headers"]):
-            return b"HTTP/1.1 100 Continue\r\n\r\n"
-        return b""
-
-    def _on_sni(self, sslobj, server_name, ctx):
-        self._sni.value = server_name
-
-    def _accept_loop(self):
-        for _ in iter(int, 1):  # until stopped; each pass waits at most 0.1 s
-            if self._stop.is_set():
-                return
-            try:
-                conn, peer = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            rec = {"peer": peer, "raw": bytearray(), "bytes_in": 0, "requests": 0, "sni": None,
-                   "session_reused": None, "tls_error": None, "error": None, "done": False,
-                   "index": len(self.connections)}
-            with self._lock:
-                self.connections.append(rec)
-                self._open.add(conn)
-            threading.Thread(target=self._run, args=(conn, rec), daemon=True).start()
-
-    def _run(self, conn, rec):
-        sock = conn
-        try:
-            conn.settimeout(60)
-            if self.ctx is not None:
-                self._sni.value = None
-                try:
-                    sock = self.ctx.wrap_socket(conn, server_side=True)
-                except (ssl.SSLError, OSError) as exc:
-                    rec["tls_error"] = repr(exc)
-                    return
-                rec["sni"] = self._sni.value
-                rec["session_reused"] = sock.session_reused
-                rec["version"] = sock.version()
-            self._serve(sock, rec)
-        except Exception as exc:  # recorded for the test to see
-            rec["error"] = repr(exc)
-        finally:
-            with self._lock:
-                self._open.discard(conn)
-            with contextlib.suppress(OSError):
-                sock.close()
-            rec["done"] = True
-
-    def _serve(self, sock, rec):
-        reader = _Reader(sock, rec)
-        for index in range(1000):
-            head = reader.head()
-            if head is None:
-                return
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            method, target, version = (lines[0].split(" ", 2) + ["", ""])[:3]
-            headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:]]
-            req = {"conn": rec["index"], "index": index, "head": head, "method": method,
-                   "target": target, "version": version, "headers": headers, "body": b"",
-                   "body_len": 0, "raw_body": b"", "complete": True}
-            with self._lock:
-                self.requests.append(req)
-            rec["requests"] += 1
-            early = self.on_head(req) if self.on_head else b""
-            if early:
-                sock.sendall(early)
-            digest = hashlib.sha256()
-
-            def take(data, req=req, digest=digest):
-                digest.update(data)
-                req["body_len"] += len(data)
-                if len(req["body"]) < RAW_CAP:
-                    req["body"] += data
-
-            hmap = {k.lower(): v for k, v in headers}
-            if "transfer-encoding" in hmap:
-                raw = bytearray()
-                for _ in range(100000):
-                    line = reader.line()
-                    if line is None:
-                        req["complete"] = False
-                        break
-                    raw += line
-                    size = int(line.split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        for _ in range(1000):
-                            t = reader.line()
-                            if t is None:
-                                req["complete"] = False
-                                break
-                            raw += t
-                            if t == b"\r\n":
-                                break
-                        break
-                    data = bytearray()
-                    if not reader.exact(size + 2, data.extend):
-                        req["complete"] = False
-                        break
-                    raw += data
-                    take(bytes(data[:-2]))
-                req["raw_body"] = bytes(raw)
-            elif "content-length" in hmap:
-                req["complete"] = reader.exact(int(hmap["content-length"]), take)
-            req["sha256"] = digest.hexdigest()
-            if not req["complete"]:
-                return
-            for action in self.responder(req):
-                if isinstance(action, (bytes, bytearray)):
-                    sock.sendall(action)
-                elif isinstance(action, (int, float)):
-                    time.sleep(action)
-                elif action == "close":
-                    with contextlib.suppress(OSError, ssl.SSLError):
-                        sock.unwrap() if self.ctx is not None else sock.shutdown(socket.SHUT_WR)
-                    return
-                elif action == "rst":
-                    h.rst_close(sock)
-                    return
-                else:
-                    for piece in action:
-                        sock.sendall(piece)
-
-    def wait_requests(self, n, timeout=10.0):
-        return h.wait_until(lambda: len(self.requests) >= n, timeout,
-                            message=f"{n} request(s) at the upstream (have {len(self.requests)})")
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._listener.close()
-        with self._lock:
-            conns = list(self._open)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        _taken_ips.discard(self.ip)
-
-
-# ---------------------------------------------------------------------------
-# a client that reads framed responses on a kept-alive connection
-
-
-class Reply:
-    def __init__(self):
-        self.status = 0
-        self.reason = ""
-        self.headers = {}
-        self.head = b""
-        self.interim = []  # (status, head) of 1xx heads
-        self.body = b""
-        self.raw_body = b""
-        self.framing = None
-
-    def header(self, name, default=None):
-        values = self.headers.get(name.lower())
-        return values[0] if values else default
-
-    def proxy_status(self):
-        value = self.header("proxy-status")
-        return h.parse_proxy_status(value) if value else None
-
-    def __repr__(self):
-        return f"<Reply {self.status} {self.headers!r} body={self.body[:200]!r}>"
-
-
-class Client:
-    def __init__(self, port, timeout=15.0):
-        self.sock = h.open_client(port, timeout)
-        self.name = h.client_name(self.sock)
-        self.buf = bytearray()
-        self.timeout = timeout
-        self.eof = False
-
-    def close(self):
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _more(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"no complete response in time (buffered {bytes(self.buf[:300])!r})")
-        self.sock.settimeout(left)
-        try:
-            data = self.sock.recv(1 << 18)
-        except socket.timeout:
-            return True
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
-
-    def _head(self, deadline):
-        for _ in range(1 << 20):
-            i = self.buf.find(b"\r\n\r\n")
-            if i >= 0:
-                head = bytes(self.buf[:i + 4])
-                del self.buf[:i + 4]
-                return head
-            if not self._more(deadline):
-                return None
-        return None
-
-    def _line(self, deadline):
-        for _ in range(1 << 20):
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i + 2])
-                del self.buf[:i + 2]
-                return line
-            if not self._more(deadline):
-                raise AssertionError("EOF inside a chunked body")
-        raise AssertionError("no line")
-
-    def _exact(self, n, deadline, sink):
-        while n > 0:
-            if not self.buf and not self._more(deadline):
-                raise AssertionError(f"EOF with {n} body bytes missing")
-            take = min(n, len(self.buf))
-            sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            n -= take
-
-    def read_response(self, method="GET", timeout=None, sink=None, stop_at_interim=False):
-        """One response; 1xx heads are collected in reply.interim. sink(bytes)
-        receives the body instead of reply.body. None if the connection closed first."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        r = Reply()
-        for _ in range(10):
-            head = self._head(deadline)
-            if head is None:
-                return None
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            m = re.match(r"^HTTP/1\.[01] (\d{3})(?: (.*))?$", lines[0])
-            if not m:
-                raise AssertionError(f"bad status line {lines[0]!r}")
-            status = int(m.group(1))
-            if 100 <= status < 200:
-                r.interim.append((status, head))
-                if stop_at_interim:
-                    return r
-                continue
-            r.status, r.reason, r.head = status, m.group(2) or "", head
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                r.headers.setdefault(k.strip().lower(), []).append(v.strip())
-            break
-        parts = []
-        raw = []
-        out = sink or parts.append
-        te = r.header("transfer-encoding")
-        cl = r.header("content-length")
-        if method == "HEAD" or r.status in (204, 304):
-            r.framing = "none"
-        elif te:
-            r.framing = "chunked"
-            for _ in range(1 << 24):
-                line = self._line(deadline)
-                raw.append(line)
-                size = int(line.split(b";")[0].strip(), 16)
-                if size == 0:
-                    for _ in range(1000):
-                        t = self._line(deadline)
-                        raw.append(t)
-                        if t == b"\r\n":
-                            break
-                    break
-                data = []
-                self._exact(size + 2, deadline, data.append)
-                data = b"".join(data)
-                raw.append(data)
-                out(data[:-2])
-        elif cl is not None:
-            r.framing = "length"
-            self._exact(int(cl), deadline, out)
-        else:
-            r.framing = "close"
-            for _ in range(1 << 24):
-                if self.buf:
-                    out(bytes(self.buf))
-                    self.buf.clear()
-                if not self._more(deadline):
-                    break
-        r.body = b"".join(parts)
-        r.raw_body = b"".join(raw)
-        return r
-
-    def closed(self, timeout=3.0):
-        """True when the proxy closes the connection (nothing more is read) within timeout."""
-        deadline = time.monotonic() + timeout
-        for _ in range(1 << 16):
-            if self.eof:
-                return not self.buf
-            if self.buf:
-                return False
-            try:
-                self._more(deadline)
-            except AssertionError:
-                return False
-        return False
-
-
-def request(method, url, headers=(), body=b"", version="1.1", host=True, length=None):
-    """Absolute-form request bytes; Host from the URL unless host=False."""
-    authority = re.match(r"^http://([^/?]+)", url).group(1)
-    lines = [f"{method} {url} HTTP/{version}"]
-    if host:
-        lines.append(f"Host: {authority}")
-    lines += [f"{k}: {v}" for k, v in headers]
-    if length is None and body:
-        length = len(body)
-    if length is not None:
-        lines.append(f"Content-Length: {length}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class RssWatch:
-    """Samples a process's VmRSS every 50 ms in a thread; .peak in KiB."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.peak = rss_kib(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        for _ in range(1 << 20):
-            if self._stop.wait(0.05):
-                return
-            with contextlib.suppress(OSError):
-                self.peak = max(self.peak, rss_kib(self.pid))
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(2)
-        return self.peak
-
-
-# ---------------------------------------------------------------------------
-# base class
-
-
-@unittest.skipIf(NOT_ROOT is not None, NOT_ROOT or "")
-class ForwardCase(h.ProxyTestCase):
-    """s3gate with plain HTTP sent on over TLS (the test CA) to an upstream on
-    127.0.0.X:443, the S3 names of us-west-2 pinned to it."""
-
-    def setUp(self):
-        super().setUp()
-        self.upstreams = []
-
-    def upstream(self, **kw):
-        up = ScriptedUpstream(**kw)
-        self.upstreams.append(up)
-        self.addCleanup(up.stop)
-        return up
-
-    def forward_config(self, ip, overrides=None, tls=True, ca_file=None):
-        cfg = self.config({
-            "dns": {"pins": [{"host": f"*.{S3_ENDPOINT}", "addresses": [ip]},
-                             {"host": S3_ENDPOINT, "addresses": [ip]}]},
-            "http": {"upstream_tls": tls, "ca_file": ca_file or self.pki.ca_file},
-            "buckets": [{"name": "media"}, {"name": "ro-*", "access": "read-only"}],
-        })
-        return h.deep_merge(cfg, overrides or {})
-
-    def start_forward(self, up, overrides=None, ca_file=None):
-        return self.start_proxy(config=self.forward_config(up.ip, overrides, tls=not up.plain,
-                                                           ca_file=ca_file))
-
-    def client(self):
-        c = Client(self.proxy.port)
-        self.addCleanup(c.close)
-        return c
-
-    def log_lines(self, client, n, timeout=5.0):
-        h.wait_until(lambda: len([r for r in self.proxy.access_lines()
-                                  if r.get("client") == client.name]) >= n, timeout,
-                     message=f"{n} access-log line(s) for {client.name}:\n{self.proxy.stdout_text()}")
-        return [r for r in self.proxy.access_lines() if r.get("client") == client.name]
-
-    def assert_reply_error(self, reply, status, error, details):
-        self.assertIsNotNone(reply, "closed without a response")
-        self.assertEqual(reply.status, status, repr(reply))
-        ps = reply.proxy_status()
-        self.assertIsNotNone(ps, repr(reply))
-        self.assertEqual((ps.get("proxy"), ps.get("error"), ps.get("details")),
-                         ("s3gate", error, details), repr(reply))
-        self.assertIn("close", [v.lower() for v in reply.headers.get("connection", [])], repr(reply))
-
-    def metrics(self):
-        resp = h.http_get(self.admin_port, "/metrics")
-        return resp.body.decode()
+    return (256 if h.sanitized_binary() else 1024) << 20
 
 
 # ---------------------------------------------------------------------------
 # the exchange: heads, bodies, framing, 100-continue
 
 
-class ForwardExchangeTest(ForwardCase):
+class ForwardExchangeTest(h.ForwardTestCase):
     def test_request_head_rewritten_byte_for_byte(self):
         up = self.upstream()
         self.start_forward(up)
@@ -767,11 +114,11 @@ class ForwardExchangeTest(ForwardCase):
                          f"GET /k HTTP/1.0\r\nX-A: b\r\nHost: {MEDIA}\r\n\r\n".encode())
 
     def test_request_bodies_content_length_and_chunked(self):
-        up = self.upstream(responder=lambda req: [response(200, req["sha256"].encode())])
+        up = self.upstream(responder=lambda req: [h.http_response(200, req["sha256"].encode())])
         self.start_forward(up)
         c = self.client()
         body = os.urandom(300000)
-        c.send(request("PUT", f"http://{MEDIA}/a", body=body))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/a", body=body))
         reply = c.read_response()
         self.assertEqual(reply.body.decode(), hashlib.sha256(body).hexdigest())
         # chunked, with an extension and a trailer: passed on unchanged
@@ -786,7 +133,7 @@ class ForwardExchangeTest(ForwardCase):
         self.assertEqual(reply.body.decode(), hashlib.sha256(b"hello" + b"x" * 70000).hexdigest())
         self.assertEqual(up.requests[1]["raw_body"], framed)
         # a zero-length body, then a GET on the same connection
-        c.send(request("PUT", f"http://{MEDIA}/c", length=0))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/c", length=0))
         self.assertEqual(c.read_response().body.decode(), hashlib.sha256(b"").hexdigest())
         self.assertEqual(len(up.connections), 1, "one upstream connection for the three")
         lines = self.log_lines(c, 3)
@@ -796,17 +143,17 @@ class ForwardExchangeTest(ForwardCase):
 
     def test_response_framings_on_one_connection(self):
         script = {
-            "/length": [response(200, b"0123456789", headers=[
+            "/length": [h.http_response(200, b"0123456789", headers=[
                 ("Connection", "X-Secret"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5"),
                 ("Proxy-Authenticate", "Basic"), ("Upgrade", "h2c"), ("ETag", ' "a b" ')])],
-            "/chunked": [response(200, length=False, headers=[("Transfer-Encoding", "chunked")])
-                         + chunked(b"abc", b"defgh", trailer=b"X-T: 1\r\n")],
-            "/head": [response(200, length=False, headers=[("Content-Length", "12345")])],
-            "/204": [response(204, length=False)],
-            "/304": [response(304, length=False, headers=[("ETag", '"e"')])],
-            "/slow": [response(200, length=False, headers=[("Content-Length", "6")]) + b"ab", 0.2,
+            "/chunked": [h.http_response(200, length=False, headers=[("Transfer-Encoding", "chunked")])
+                         + h.chunked(b"abc", b"defgh", trailer=b"X-T: 1\r\n")],
+            "/head": [h.http_response(200, length=False, headers=[("Content-Length", "12345")])],
+            "/204": [h.http_response(204, length=False)],
+            "/304": [h.http_response(304, length=False, headers=[("ETag", '"e"')])],
+            "/slow": [h.http_response(200, length=False, headers=[("Content-Length", "6")]) + b"ab", 0.2,
                       b"cd", 0.2, b"ef"],
-            "/close": [response(200, length=False) + b"until the end", "close"],
+            "/close": [h.http_response(200, length=False) + b"until the end", "close"],
         }
         up = self.upstream(responder=lambda req: script[req["target"]])
         self.start_forward(up)
@@ -820,7 +167,7 @@ class ForwardExchangeTest(ForwardCase):
                 ("/slow", "GET", 200, b"abcdef", "length"),
                 ("/close", "GET", 200, b"until the end", "close")]:
             with self.subTest(path=path):
-                c.send(request(method, f"http://{MEDIA}{path}"))
+                c.send(h.http_request(method, f"http://{MEDIA}{path}"))
                 reply = c.read_response(method)
                 self.assertEqual((reply.status, reply.body, reply.framing),
                                  (status, body, framing), repr(reply))
@@ -839,12 +186,12 @@ class ForwardExchangeTest(ForwardCase):
         self.assertEqual([r["status"] for r in lines], [200, 200, 200, 204, 304, 200, 200])
 
     def test_expect_100_continue_relayed_at_once(self):
-        up = self.upstream(responder=lambda req: [response(200, req["sha256"].encode()
+        up = self.upstream(responder=lambda req: [h.http_response(200, req["sha256"].encode()
                                                            if req["method"] == "PUT" else b"after")])
         self.start_forward(up)
         c = self.client()
         body = b"z" * 100000
-        c.send(request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")],
+        c.send(h.http_request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")],
                        length=len(body)))
         started = time.monotonic()
         interim = c.read_response(stop_at_interim=True, timeout=3)
@@ -858,7 +205,7 @@ class ForwardExchangeTest(ForwardCase):
         self.assertIn(("Expect", "100-continue"), up.requests[0]["headers"],
                       "Expect is end-to-end: the upstream decides")
         # the connection goes on
-        c.send(request("GET", f"http://{MEDIA}/after"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/after"))
         self.assertEqual(c.read_response().body, b"after")
         self.assertEqual(len(up.connections), 1)
 
@@ -866,11 +213,11 @@ class ForwardExchangeTest(ForwardCase):
         # The upstream answers 403 on the head alone, without a 100 and without
         # reading the body; the client, which has sent nothing of it, gets the 403
         # and a close.
-        early = response(403, b"denied")
+        early = h.http_response(403, b"denied")
         up = self.upstream(on_head=lambda req: early, responder=lambda req: [])
         self.start_forward(up)
         c = self.client()
-        c.send(request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")], length=10))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/e", headers=[("Expect", "100-continue")], length=10))
         reply = c.read_response(timeout=5)
         self.assertEqual((reply.status, reply.body, reply.interim), (403, b"denied", []))
         self.assertIn("close", [v.lower() for v in reply.headers.get("connection", [])],
@@ -879,7 +226,7 @@ class ForwardExchangeTest(ForwardCase):
 
     def test_interim_heads_and_bad_responses(self):
         script = {
-            "/102": [b"HTTP/1.1 102 Processing\r\n\r\n", 0.05, response(200, b"fine")],
+            "/102": [b"HTTP/1.1 102 Processing\r\n\r\n", 0.05, h.http_response(200, b"fine")],
             "/cl-te": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
                        b"0\r\n\r\n"],
             "/two-cl": [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"],
@@ -894,20 +241,20 @@ class ForwardExchangeTest(ForwardCase):
         up = self.upstream(responder=lambda req: script[req["target"]])
         self.start_forward(up)
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/102"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/102"))
         reply = c.read_response()
         self.assertEqual((reply.status, reply.body, [s for s, _ in reply.interim]), (200, b"fine", [102]))
         for path in ("/cl-te", "/two-cl", "/fold", "/101", "/garbage", "/silent-close"):
             with self.subTest(path=path):
                 c2 = self.client()
-                c2.send(request("GET", f"http://{MEDIA}{path}"))
+                c2.send(h.http_request("GET", f"http://{MEDIA}{path}"))
                 reply = c2.read_response()
-                self.assert_reply_error(reply, 502, "connection_refused", "connect_failed")
+                self.assert_error(reply, 502, "connection_refused", "connect_failed")
                 self.assertTrue(c2.closed())
         for path in ("/bad-chunk", "/truncated"):
             with self.subTest(path=path):
                 c2 = self.client()
-                c2.send(request("GET", f"http://{MEDIA}{path}"))
+                c2.send(h.http_request("GET", f"http://{MEDIA}{path}"))
                 # The head went out; the body cannot end cleanly: the client sees a close
                 # before the framing's end, never a complete response.
                 with self.assertRaisesRegex(AssertionError, "EOF"):
@@ -920,7 +267,7 @@ class ForwardExchangeTest(ForwardCase):
         up = self.upstream(plain=True)
         self.start_forward(up)
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/p"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/p"))
         self.assertEqual(c.read_response().body, b"ok:/p")
         rec = self.log_lines(c, 1)[0]
         self.assertEqual(rec["upstream"], f"{up.ip}:80")
@@ -934,24 +281,24 @@ class ForwardExchangeTest(ForwardCase):
 
         def responder(req):
             if req["method"] == "PUT":
-                return [response(200, b"")]
+                return [h.http_response(200, b"")]
             if req["target"] == "/big":
-                return [response(200, big)]
+                return [h.http_response(200, big)]
             if req["target"] == "/until-close":
                 return [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", big, "close"]
-            return [response(200, b"ok:" + req["target"].encode())]
+            return [h.http_response(200, b"ok:" + req["target"].encode())]
 
         up = self.upstream(plain=True, responder=responder)
         self.start_forward(up)
         c = self.client()
-        put = request("PUT", f"http://{MEDIA}/up", body=big)
-        get = request("GET", f"http://{MEDIA}/big")
+        put = h.http_request("PUT", f"http://{MEDIA}/up", body=big)
+        get = h.http_request("GET", f"http://{MEDIA}/big")
         c.send(put + get)  # the GET pipelined right after the body
         first = c.read_response(method="PUT")
         self.assertEqual(first.status, 200)
         second = c.read_response()
         self.assertEqual(second.body, big)
-        c.send(request("GET", f"http://{MEDIA}/small"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/small"))
         self.assertEqual(c.read_response().body, b"ok:/small")
         up.wait_requests(3)
         self.assertEqual(up.requests[0]["sha256"], hashlib.sha256(big).hexdigest())
@@ -965,7 +312,7 @@ class ForwardExchangeTest(ForwardCase):
         self.assertEqual(lines[1]["bytes_up"], len(up.requests[1]["head"]))
         self.assertFalse(c.closed(timeout=0.3))
 
-        c.send(request("GET", f"http://{MEDIA}/until-close"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/until-close"))
         reply = c.read_response()
         self.assertEqual(reply.body, big)
         self.assertTrue(c.closed())
@@ -977,21 +324,21 @@ class ForwardExchangeTest(ForwardCase):
 # keep-alive and the upstream pool
 
 
-class KeepAliveTest(ForwardCase):
+class KeepAliveTest(h.ForwardTestCase):
     def test_client_and_upstream_connections_reused(self):
         up = self.upstream()
         self.start_forward(up, {"workers": 1})
         c = self.client()
         for i in range(5):
-            c.send(request("GET", f"http://{MEDIA}/k{i}"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/k{i}"))
             self.assertEqual(c.read_response().body, f"ok:/k{i}".encode())
         # pipelined: both requests in one write
-        c.send(request("GET", f"http://{MEDIA}/p1") + request("GET", f"http://{MEDIA}/p2"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/p1") + h.http_request("GET", f"http://{MEDIA}/p2"))
         self.assertEqual(c.read_response().body, b"ok:/p1")
         self.assertEqual(c.read_response().body, b"ok:/p2")
         # another client connection: the pooled upstream connection carries it
         c2 = self.client()
-        c2.send(request("GET", f"http://{MEDIA}/other"))
+        c2.send(h.http_request("GET", f"http://{MEDIA}/other"))
         self.assertEqual(c2.read_response().body, b"ok:/other")
         # path-style to the same endpoint host is another pool key
         self.assertEqual(len(up.connections), 1, [r["index"] for r in up.connections])
@@ -1001,12 +348,12 @@ class KeepAliveTest(ForwardCase):
 
     def test_no_reuse_after_any_doubt(self):
         script = {
-            "/close": [response(200, b"x", headers=[("Connection", "close")])],
-            "/extra": [response(200, b"x") + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
-            "/http10": [response(200, b"x", version="1.0")],
-            "/until-close": [response(200, length=False) + b"x", "close"],
-            "/ok": [response(200, b"x")],
-            "/head-with-body": [response(200, length=False, headers=[("Content-Length", "1")]) + b"x"],
+            "/close": [h.http_response(200, b"x", headers=[("Connection", "close")])],
+            "/extra": [h.http_response(200, b"x") + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
+            "/http10": [h.http_response(200, b"x", version="1.0")],
+            "/until-close": [h.http_response(200, length=False) + b"x", "close"],
+            "/ok": [h.http_response(200, b"x")],
+            "/head-with-body": [h.http_response(200, length=False, headers=[("Content-Length", "1")]) + b"x"],
         }
         up = self.upstream(responder=lambda req: script[req["target"]])
         self.start_forward(up, {"workers": 1})
@@ -1014,12 +361,12 @@ class KeepAliveTest(ForwardCase):
                              ("/head-with-body", "HEAD"), ("/until-close", "GET")]:
             with self.subTest(path=path):
                 c = self.client()
-                c.send(request(method, f"http://{MEDIA}{path}"))
+                c.send(h.http_request(method, f"http://{MEDIA}{path}"))
                 reply = c.read_response(method)
                 self.assertEqual(reply.status, 200)
                 before = len(up.connections)
                 c3 = self.client()
-                c3.send(request("GET", f"http://{MEDIA}/ok"))
+                c3.send(h.http_request("GET", f"http://{MEDIA}/ok"))
                 self.assertEqual(c3.read_response().status, 200)
                 self.assertEqual(len(up.connections), before + 1,
                                  f"the connection of {path} was reused")
@@ -1029,11 +376,11 @@ class KeepAliveTest(ForwardCase):
     def test_pooled_connection_closed_by_upstream_is_not_used(self):
         # The upstream closes idle connections after its response (like S3 after
         # ~20 s): the pool notices and the next request gets a fresh connection.
-        up = self.upstream(responder=lambda req: [response(200, b"x"), 0.1, "close"])
+        up = self.upstream(responder=lambda req: [h.http_response(200, b"x"), 0.1, "close"])
         self.start_forward(up, {"workers": 1})
         for i in range(3):
             c = self.client()
-            c.send(request("GET", f"http://{MEDIA}/k{i}"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/k{i}"))
             self.assertEqual(c.read_response().status, 200)
             time.sleep(0.4)
         self.assertEqual(len(up.connections), 3)
@@ -1044,12 +391,12 @@ class KeepAliveTest(ForwardCase):
         # upstream answers the first request of each connection and closes the
         # connection (`how`: silently, or with a reset) on the second.
         up = self.upstream(responder=lambda req: [how] if req["index"] >= 1
-                           else [response(200, b"ok:" + req["target"].encode())])
+                           else [h.http_response(200, b"ok:" + req["target"].encode())])
         self.start_forward(up, {"workers": 1})
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/a"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/a"))
         self.assertEqual(c.read_response().body, b"ok:/a")
-        c.send(request("GET", f"http://{MEDIA}/b"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/b"))
         reply = c.read_response()
         self.assertEqual((reply.status, reply.body), (200, b"ok:/b"), reply.head)
         # /b went twice: on the pooled connection, then on a new one.
@@ -1059,7 +406,7 @@ class KeepAliveTest(ForwardCase):
         self.assertEqual(lines[1]["status"], 200)
         self.assertFalse(c.closed(timeout=0.2))
         # A request with a body is never sent twice: the client gets the 502.
-        c.send(request("PUT", f"http://{MEDIA}/c", body=b"payload"))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/c", body=b"payload"))
         reply = c.read_response(method="PUT")
         self.assertEqual(reply.status, 502)
         self.assertEqual([r["target"] for r in up.requests].count("/c"), 1)
@@ -1074,17 +421,17 @@ class KeepAliveTest(ForwardCase):
         up = self.upstream(responder=lambda req: ["close"])
         self.start_forward(up, {"workers": 1})
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/never"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/never"))
         reply = c.read_response()
         self.assertEqual(reply.status, 502)
         self.assertEqual(len(up.requests), 1)
 
     def test_session_resumed_on_new_connection(self):
-        up = self.upstream(responder=lambda req: [response(200, b"x", headers=[("Connection", "close")])])
+        up = self.upstream(responder=lambda req: [h.http_response(200, b"x", headers=[("Connection", "close")])])
         self.start_forward(up, {"workers": 1})
         for i in range(3):
             c = self.client()
-            c.send(request("GET", f"http://{MEDIA}/r{i}"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/r{i}"))
             self.assertEqual(c.read_response().status, 200)
             c.close()
         h.wait_until(lambda: len(up.connections) == 3 and all(r["done"] for r in up.connections), 5)
@@ -1095,11 +442,11 @@ class KeepAliveTest(ForwardCase):
     def test_session_resumed_with_tls12(self):
         ctx = self.pki.server_context()
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        up = self.upstream(tls_ctx=ctx, responder=lambda req: [response(200, b"x", headers=[("Connection", "close")])])
+        up = self.upstream(tls_ctx=ctx, responder=lambda req: [h.http_response(200, b"x", headers=[("Connection", "close")])])
         self.start_forward(up, {"workers": 1})
         for i in range(2):
             c = self.client()
-            c.send(request("GET", f"http://{MEDIA}/r{i}"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/r{i}"))
             self.assertEqual(c.read_response().status, 200)
             c.close()
         h.wait_until(lambda: len(up.connections) == 2 and all(r["done"] for r in up.connections), 5)
@@ -1115,7 +462,7 @@ def attack(lines, body=b""):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-class FramingAttackTest(ForwardCase):
+class FramingAttackTest(h.ForwardTestCase):
     U = f"http://{MEDIA}/k"
     HOST = f"Host: {MEDIA}"
 
@@ -1199,14 +546,14 @@ class FramingAttackTest(ForwardCase):
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 reply = c.read_response()
-                self.assert_reply_error(reply, 400, "http_request_error", details)
+                self.assert_error(reply, 400, "http_request_error", details)
                 self.assertTrue(c.closed(), "the connection stays open after a rejected request")
                 c.close()  # ends s3gate's linger: the line is written at once
                 rec = self.proxy.log_for_client(c.name)
                 self.assert_log(rec, decision="deny", reason=details, status=400, bytes_up=0)
         time.sleep(0.2)
         self.assertEqual(up.connections, [], "the upstream was contacted")
-        self.assertIn('s3gate_denied_total{reason="bad_framing"}', self.metrics())
+        self.assertIn('s3gate_denied_total{reason="bad_framing"}', self.metrics_text())
         self.assert_settled()
 
     def test_bad_chunked_bodies_rejected_before_anything_is_sent(self):
@@ -1220,7 +567,7 @@ class FramingAttackTest(ForwardCase):
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     c.send(data)
                 reply = c.read_response()
-                self.assert_reply_error(reply, 400, "http_request_error", "bad_framing")
+                self.assert_error(reply, 400, "http_request_error", "bad_framing")
                 self.assertTrue(c.closed())
                 c.close()
                 rec = self.proxy.log_for_client(c.name)
@@ -1231,7 +578,7 @@ class FramingAttackTest(ForwardCase):
         self.assertEqual(up.requests, [])
 
     def test_bad_chunk_after_a_good_start_closes_both_sides(self):
-        up = self.upstream(responder=lambda req: [response(200, b"late")])
+        up = self.upstream(responder=lambda req: [h.http_response(200, b"late")])
         self.start_forward(up, {"workers": 1})
         c = self.client()
         c.send(f"PUT http://{MEDIA}/k HTTP/1.1\r\n{self.HOST}\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -1239,7 +586,7 @@ class FramingAttackTest(ForwardCase):
         up.wait_requests(1)
         c.send(b"10000000000000000\r\n" + self.SMUGGLED)
         reply = c.read_response()
-        self.assert_reply_error(reply, 400, "http_request_error", "bad_framing")
+        self.assert_error(reply, 400, "http_request_error", "bad_framing")
         self.assertTrue(c.closed())
         c.close()
         h.wait_until(lambda: up.connections[0]["done"], 5, message="the upstream connection closed")
@@ -1254,12 +601,12 @@ class FramingAttackTest(ForwardCase):
         self.start_forward(up, {"workers": 1})
         c = self.client()
         hidden = self.SMUGGLED
-        c.send(request("POST", f"http://{MEDIA}/a", body=hidden))
+        c.send(h.http_request("POST", f"http://{MEDIA}/a", body=hidden))
         self.assertEqual(c.read_response().status, 200)
         self.assertEqual(len(up.requests), 1)
         self.assertEqual(up.requests[0]["body"], hidden)
         # a second request on the same connection, decided on its own
-        c.send(request("GET", f"http://{MEDIA}/b"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/b"))
         self.assertEqual(c.read_response().body, b"ok:/b")
 
 
@@ -1267,16 +614,16 @@ class FramingAttackTest(ForwardCase):
 # per-request decisions
 
 
-class DecisionTest(ForwardCase):
+class DecisionTest(h.ForwardTestCase):
     def test_each_request_on_a_connection_is_decided(self):
         up = self.upstream()
         self.start_forward(up)
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/ok"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/ok"))
         self.assertEqual(c.read_response().body, b"ok:/ok")
-        c.send(request("GET", f"http://{h.s3_name('secret')}/x"))
+        c.send(h.http_request("GET", f"http://{h.s3_name('secret')}/x"))
         reply = c.read_response()
-        self.assert_reply_error(reply, 403, "http_request_denied", "bucket_not_allowed")
+        self.assert_error(reply, 403, "http_request_denied", "bucket_not_allowed")
         self.assertTrue(c.closed())
         c.close()
         lines = self.log_lines(c, 2)
@@ -1290,16 +637,16 @@ class DecisionTest(ForwardCase):
         self.start_forward(up)
         ro = h.s3_name("ro-data")
         c = self.client()
-        c.send(request("GET", f"http://{ro}/a"))
+        c.send(h.http_request("GET", f"http://{ro}/a"))
         self.assertEqual(c.read_response().status, 200)
-        c.send(request("HEAD", f"http://{ro}/a"))
+        c.send(h.http_request("HEAD", f"http://{ro}/a"))
         self.assertEqual(c.read_response("HEAD").status, 200)
         for method in ("PUT", "DELETE", "POST"):
             with self.subTest(method=method):
                 c2 = self.client()
-                c2.send(request(method, f"http://{ro}/a", body=b"data"))
+                c2.send(h.http_request(method, f"http://{ro}/a", body=b"data"))
                 reply = c2.read_response()
-                self.assert_reply_error(reply, 403, "http_request_denied", "method_not_allowed")
+                self.assert_error(reply, 403, "http_request_denied", "method_not_allowed")
                 c2.close()
                 rec = self.proxy.log_for_client(c2.name)
                 self.assert_log(rec, decision="deny", reason="method_not_allowed", rule="ro-*",
@@ -1310,15 +657,15 @@ class DecisionTest(ForwardCase):
         up = self.upstream()
         self.start_forward(up)
         c = self.client()
-        c.send(request("GET", f"http://{S3_ENDPOINT}/media/shot/1.exr"))
+        c.send(h.http_request("GET", f"http://{S3_ENDPOINT}/media/shot/1.exr"))
         self.assertEqual(c.read_response().body, b"ok:/media/shot/1.exr")
         self.assertEqual(up.requests[0]["head"],
                          f"GET /media/shot/1.exr HTTP/1.1\r\nHost: {S3_ENDPOINT}\r\n\r\n".encode())
         self.assertEqual(up.connections[0]["sni"], S3_ENDPOINT)
         rec = self.log_lines(c, 1)[0]
         self.assert_log(rec, bucket="media", rule="media", host=S3_ENDPOINT, decision="allow")
-        c.send(request("PUT", f"http://{S3_ENDPOINT}/ro-x/k", body=b"1"))
-        self.assert_reply_error(c.read_response(), 403, "http_request_denied", "method_not_allowed")
+        c.send(h.http_request("PUT", f"http://{S3_ENDPOINT}/ro-x/k", body=b"1"))
+        self.assert_error(c.read_response(), 403, "http_request_denied", "method_not_allowed")
         for path, status, error, details in [
                 ("/secret/k", 403, "http_request_denied", "bucket_not_allowed"),
                 ("/media%2F..%2Fsecret/k", 400, "http_request_error", "bad_request"),
@@ -1326,20 +673,20 @@ class DecisionTest(ForwardCase):
                 ("/med%69a/k", 200, None, None)]:
             with self.subTest(path=path):
                 c2 = self.client()
-                c2.send(request("GET", f"http://{S3_ENDPOINT}{path}"))
+                c2.send(h.http_request("GET", f"http://{S3_ENDPOINT}{path}"))
                 reply = c2.read_response()
                 if status == 200:
                     self.assertEqual(reply.status, 200)
                 else:
-                    self.assert_reply_error(reply, status, error, details)
+                    self.assert_error(reply, status, error, details)
         self.assertEqual([r["target"] for r in up.requests], ["/media/shot/1.exr", "/med%69a/k"])
 
     def test_port_other_than_80_refused(self):
         up = self.upstream()
         self.start_forward(up)
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}:443/k"))
-        self.assert_reply_error(c.read_response(), 403, "http_request_denied", "port_not_allowed")
+        c.send(h.http_request("GET", f"http://{MEDIA}:443/k"))
+        self.assert_error(c.read_response(), 403, "http_request_denied", "port_not_allowed")
         self.assertEqual(up.connections, [])
 
 
@@ -1347,19 +694,19 @@ class DecisionTest(ForwardCase):
 # upstream TLS failures
 
 
-class UpstreamTlsTest(ForwardCase):
+class UpstreamTlsTest(h.ForwardTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.extra = ExtraPki(tempfile.mkdtemp(prefix="extra-pki-", dir=cls.tmp))
+        cls.extra = h.ExtraPki(tempfile.mkdtemp(prefix="extra-pki-", dir=cls.tmp))
 
     def tls_failure(self, ctx, expect_in_body=None):
         up = self.upstream(tls_ctx=ctx)
         self.start_forward(up, ca_file=self.extra.ca_file)
         c = self.client()
-        c.send(request("PUT", f"http://{MEDIA}/k", body=b"secret payload"))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/k", body=b"secret payload"))
         reply = c.read_response()
-        self.assert_reply_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
+        self.assert_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
         if expect_in_body:
             self.assertIn(expect_in_body, reply.body.decode().lower())
         self.assertTrue(c.closed())
@@ -1368,14 +715,14 @@ class UpstreamTlsTest(ForwardCase):
         self.assert_log(rec, decision="allow", reason="upstream_tls_failed", status=502)
         self.assertEqual(up.requests, [])
         self.assertEqual(sum(r["bytes_in"] for r in up.connections), 0)
-        self.assertIn('s3gate_upstream_errors_total{reason="tls"} 1', self.metrics())
+        self.assertIn('s3gate_upstream_errors_total{reason="tls"} 1', self.metrics_text())
         return up
 
     def test_good_certificate_from_ca_file(self):
-        up = self.upstream(tls_ctx=ExtraPki.context(self.extra.good))
+        up = self.upstream(tls_ctx=h.ExtraPki.context(self.extra.good))
         self.start_forward(up, ca_file=self.extra.ca_file)
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/k"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/k"))
         self.assertEqual(c.read_response().status, 200)
         self.assertIn(up.connections[0]["version"], ("TLSv1.2", "TLSv1.3"))
 
@@ -1383,13 +730,13 @@ class UpstreamTlsTest(ForwardCase):
         self.tls_failure(self.pki.server_context(), "certificate verify failed")
 
     def test_wrong_name(self):
-        self.tls_failure(ExtraPki.context(self.extra.wrong_name), "hostname mismatch")
+        self.tls_failure(h.ExtraPki.context(self.extra.wrong_name), "hostname mismatch")
 
     def test_expired(self):
-        self.tls_failure(ExtraPki.context(self.extra.expired), "expired")
+        self.tls_failure(h.ExtraPki.context(self.extra.expired), "expired")
 
     def test_tls_below_1_2_refused(self):
-        ctx = ExtraPki.context(self.extra.good)
+        ctx = h.ExtraPki.context(self.extra.good)
         try:
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
             ctx.minimum_version = ssl.TLSVersion.TLSv1
@@ -1402,26 +749,26 @@ class UpstreamTlsTest(ForwardCase):
         up = self.upstream(plain=True)
         # the plain server listens on :80; s3gate with upstream_tls goes to :443 of
         # the same address: put a plain HTTP server there instead.
-        ip, listener = bind_fresh_ip(443)
+        ip, listener = h.bind_fresh_ip(443)
         self.addCleanup(listener.close)
         up.stop()
         self.start_proxy(config=self.forward_config(ip))
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/k"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/k"))
         conn, _ = listener.accept()
         conn.settimeout(5)
         conn.recv(1024)  # the ClientHello
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
         conn.close()
         reply = c.read_response()
-        self.assert_reply_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
+        self.assert_error(reply, 502, "tls_certificate_error", "upstream_tls_failed")
 
 
 # ---------------------------------------------------------------------------
 # large bodies in bounded memory
 
 
-class AbortTest(ForwardCase):
+class AbortTest(h.ForwardTestCase):
     """A client that vanishes mid-upload and an upstream that resets mid-response."""
 
     def test_client_aborts_mid_upload(self):
@@ -1430,7 +777,7 @@ class AbortTest(ForwardCase):
         baseline = self.proxy.stable_fd_count()
         c = self.client()
         sent = 3 << 20
-        c.send(request("PUT", f"http://{MEDIA}/aborted", length=64 << 20))
+        c.send(h.http_request("PUT", f"http://{MEDIA}/aborted", length=64 << 20))
         for piece in h.pattern_chunks(sent):
             c.sock.sendall(piece)
         up.wait_requests(1)
@@ -1454,7 +801,7 @@ class AbortTest(ForwardCase):
         self.assertLessEqual(self.proxy.fd_count(), baseline)
         # and it still serves
         c2 = self.client()
-        c2.send(request("GET", f"http://{MEDIA}/after"))
+        c2.send(h.http_request("GET", f"http://{MEDIA}/after"))
         self.assertEqual(c2.read_response().status, 200)
 
     def truncated_exchange(self, actions, timeout=10.0):
@@ -1463,7 +810,7 @@ class AbortTest(ForwardCase):
         up = self.upstream(responder=lambda req: actions)
         self.start_forward(up, {"workers": 1})
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/reset"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/reset"))
         data, how = h.recv_until_eof(c.sock, timeout=timeout, limit=64 << 20)
         self.assertIn(how, ("eof", "reset"), f"the client connection did not end ({len(data)} bytes)")
         i = data.find(b"\r\n\r\n")
@@ -1479,7 +826,7 @@ class AbortTest(ForwardCase):
         n, part = 1 << 20, 300000
         body = h.pattern_block()[:part]
         head, got, how = self.truncated_exchange(
-            [response(200, length=False, headers=[("Content-Length", str(n))]), body, 0.3, "rst"])
+            [h.http_response(200, length=False, headers=[("Content-Length", str(n))]), body, 0.3, "rst"])
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
         self.assertIn(b"content-length: %d" % n, head.lower())
         # the connection ends before N bytes: never a complete-looking response
@@ -1489,9 +836,9 @@ class AbortTest(ForwardCase):
 
     def test_upstream_reset_mid_chunked_body_truncates_client(self):
         pieces = [b"a" * 1000, b"b" * 70000]
-        partial = chunked(*pieces)[:-len(b"0\r\n\r\n")]
+        partial = h.chunked(*pieces)[:-len(b"0\r\n\r\n")]
         head, got, how = self.truncated_exchange(
-            [response(200, length=False, headers=[("Transfer-Encoding", "chunked")]), partial,
+            [h.http_response(200, length=False, headers=[("Transfer-Encoding", "chunked")]), partial,
              0.3, "rst"])
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
         self.assertIn(b"transfer-encoding: chunked", head.lower())
@@ -1504,15 +851,15 @@ class AbortTest(ForwardCase):
         # a clean close (FIN, TLS close_notify) short of Content-Length is a truncation too
         n = 1 << 20
         head, got, how = self.truncated_exchange(
-            [response(200, length=False, headers=[("Content-Length", str(n))]), b"x" * 5000, 0.2,
+            [h.http_response(200, length=False, headers=[("Content-Length", str(n))]), b"x" * 5000, 0.2,
              "close"])
         self.assertLess(len(got), n)
 
 
-class LargeBodyTest(ForwardCase):
+class LargeBodyTest(h.ForwardTestCase):
     def setUp(self):
         super().setUp()
-        if asan_binary():
+        if h.sanitized_binary():
             # ASan's quarantine keeps freed memory (OpenSSL frees and allocates
             # its record buffers all the time) and would count as growth here.
             old = os.environ.get("ASAN_OPTIONS")
@@ -1526,8 +873,8 @@ class LargeBodyTest(ForwardCase):
 
         def responder(req):
             if req["method"] == "PUT":
-                return [response(200, req["sha256"].encode() + b" %d" % req["body_len"])]
-            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+                return [h.http_response(200, req["sha256"].encode() + b" %d" % req["body_len"])]
+            return [h.http_response(200, length=False, headers=[("Content-Length", str(size))]),
                     h.pattern_chunks(size)]
         up = self.upstream(responder=responder)
         # A generous idle_timeout: on a loaded machine the client may take more
@@ -1535,14 +882,14 @@ class LargeBodyTest(ForwardCase):
         # and s3gate rightly closes a kept-alive connection idle that long.
         self.start_forward(up, {"workers": 1, "limits": {"idle_timeout": "120s"}})
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
+        c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
         time.sleep(0.2)
-        baseline = rss_kib(self.proxy.pid)
-        watch = RssWatch(self.proxy.pid)
+        baseline = h.rss_kib(self.proxy.pid)
+        watch = h.RssWatch(self.proxy.pid)
         try:
             started = time.monotonic()
-            c.send(request("PUT", f"http://{MEDIA}/big", length=size))
+            c.send(h.http_request("PUT", f"http://{MEDIA}/big", length=size))
             for piece in h.pattern_chunks(size):
                 c.sock.sendall(piece)
             reply = c.read_response(timeout=120)
@@ -1555,7 +902,7 @@ class LargeBodyTest(ForwardCase):
             def sink(data):
                 digest.update(data)
                 got[0] += len(data)
-            c.send(request("GET", f"http://{MEDIA}/big"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/big"))
             reply = c.read_response(timeout=120, sink=sink)
             get_seconds = time.monotonic() - started
         finally:
@@ -1577,20 +924,20 @@ class LargeBodyTest(ForwardCase):
         size = 64 << 20
 
         def responder(req):
-            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+            return [h.http_response(200, length=False, headers=[("Content-Length", str(size))]),
                     h.pattern_chunks(size)]
         up = self.upstream(responder=responder)
         self.start_forward(up, {"workers": 1})
         c = self.client()
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        c.send(request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
-        baseline = rss_kib(self.proxy.pid)
-        watch = RssWatch(self.proxy.pid)
+        c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
+        baseline = h.rss_kib(self.proxy.pid)
+        watch = h.RssWatch(self.proxy.pid)
         try:
-            c.send(request("GET", f"http://{MEDIA}/big"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/big"))
             time.sleep(1.0)  # the client reads nothing: everything waits in kernel buffers
-            stalled = rss_kib(self.proxy.pid)
+            stalled = h.rss_kib(self.proxy.pid)
             digest = hashlib.sha256()
             got = [0]
 
@@ -1611,25 +958,25 @@ class LargeBodyTest(ForwardCase):
     def test_memory_flat_for_throttled_reader_of_big_body(self):
         # A 1 GiB (256 MiB under ASan) response read by a client throttled to
         # ~150 MB/s in small recv()s: s3gate's RSS stays flat while streaming.
-        size = (256 if asan_binary() else 1024) << 20
+        size = (256 if h.sanitized_binary() else 1024) << 20
         rate = 150e6
         piece = 32 << 10
 
         def responder(req):
-            return [response(200, length=False, headers=[("Content-Length", str(size))]),
+            return [h.http_response(200, length=False, headers=[("Content-Length", str(size))]),
                     h.pattern_chunks(size)]
         up = self.upstream(responder=responder)
         self.start_forward(up, {"workers": 1, "limits": {"idle_timeout": "120s"}})
         c = self.client()
-        c.send(request("GET", f"http://{MEDIA}/warm"))
-        c.read_response()
+        c.send(h.http_request("GET", f"http://{MEDIA}/warm"))
+        c.read_response(timeout=120)  # the whole body: slow on a loaded machine
         time.sleep(0.2)
-        baseline = rss_kib(self.proxy.pid)
-        watch = RssWatch(self.proxy.pid)
+        baseline = h.rss_kib(self.proxy.pid)
+        watch = h.RssWatch(self.proxy.pid)
         digest = hashlib.sha256()
         got = 0
         try:
-            c.send(request("GET", f"http://{MEDIA}/big"))
+            c.send(h.http_request("GET", f"http://{MEDIA}/big"))
             started = time.monotonic()
             head = c._head(started + 10)
             self.assertIsNotNone(head)
@@ -1667,114 +1014,17 @@ class LargeBodyTest(ForwardCase):
 # real S3 clients against moto over TLS
 
 
-class MotoAt:
-    """moto's S3 on 127.0.0.X:443 with the harness leaf certificate."""
-
-    def __init__(self, pki, workdir):
-        self.ip = fresh_ip(443)
-        self.log_path = os.path.join(workdir, "moto.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", self.ip, "-p", "443",
-             "-c", pki.cert_file, "-k", pki.key_file],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=h.clean_env({"PYTHONDONTWRITEBYTECODE": "1"}))
-        ctx = pki.client_context()
-
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"moto exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection((self.ip, 443), timeout=1) as s:
-                    with ctx.wrap_socket(s, server_hostname=S3_ENDPOINT) as t:
-                        t.sendall(b"GET /moto-api/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                        t.settimeout(5)
-                        return t.recv(64).startswith(b"HTTP/1.")
-            except (OSError, ssl.SSLError):
-                return False
-        h.wait_until(ready, 60, interval=0.2, message="moto to answer over TLS")
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        _taken_ips.discard(self.ip)
-
-
-class CountingRelay:
-    """TCP relay on 127.0.0.X:443 to `target`, counting connections (TLS passes through)."""
-
-    def __init__(self, target):
-        self.target = target
-        self.ip, self._listener = bind_fresh_ip(443)
-        self._listener.settimeout(0.1)
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._socks = []
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        for _ in iter(int, 1):
-            if self._stop.is_set():
-                return
-            try:
-                a, _ = self._listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            try:
-                b = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                a.close()
-                continue
-            self._socks += [a, b]
-            for src, dst in ((a, b), (b, a)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst):
-        src.settimeout(120)
-        with contextlib.suppress(OSError):
-            for _ in iter(int, 1):
-                data = src.recv(1 << 18)
-                if not data:
-                    dst.shutdown(socket.SHUT_WR)
-                    return
-                dst.sendall(data)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(2)
-        self._listener.close()
-        for s in self._socks:
-            with contextlib.suppress(OSError):
-                s.close()
-        _taken_ips.discard(self.ip)
-
-
 MOTO_MISSING = h.moto_available()
 
 
 @unittest.skipIf(MOTO_MISSING is not None, MOTO_MISSING or "")
-class RealClientTest(ForwardCase):
+class RealClientTest(h.ForwardTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         try:
-            cls.moto = MotoAt(cls.pki, cls.tmp)
-            cls.relay = CountingRelay((cls.moto.ip, 443))
+            cls.moto = h.MotoTlsServer(cls.pki, cls.tmp, port=443, host=h.fresh_ip(443)).wait_ready()
+            cls.relay = h.TcpRelay((cls.moto.host, 443))
         except Exception:
             cls.tearDownClass()
             raise
@@ -1829,7 +1079,7 @@ class RealClientTest(ForwardCase):
 
     def test_boto3_put_get_list_multipart_delete(self):
         s3 = self.s3()
-        before = self.relay.accepted
+        before = len(self.relay.connections)
         self.bucket(s3, "media")
         s3.put_object(Bucket="media", Key="shot/010.exr", Body=b"frame 10")
         self.assertEqual(s3.get_object(Bucket="media", Key="shot/010.exr")["Body"].read(), b"frame 10")
@@ -1850,7 +1100,7 @@ class RealClientTest(ForwardCase):
         s3.delete_object(Bucket="media", Key="multi.bin")
         s3.delete_object(Bucket="media", Key="shot/010.exr")
         self.assertNotIn("Contents", s3.list_objects_v2(Bucket="media", Prefix="shot/"))
-        used = self.relay.accepted - before
+        used = len(self.relay.connections) - before
 
         def http_lines():
             return [r for r in self.proxy.access_lines() if r.get("kind") == "http"]
@@ -1941,7 +1191,7 @@ class RealClientTest(ForwardCase):
     @unittest.skipIf(shutil.which("aws") is None, "aws CLI not on PATH")
     def test_aws_cli_64mib_multipart_upload_and_download(self):
         self.bucket(self.s3(), "media")
-        size = (16 if asan_binary() else 64) << 20
+        size = (16 if h.sanitized_binary() else 64) << 20
         path = os.path.join(self.workdir, "big64.bin")
         with open(path, "wb") as f:
             for chunk in h.pattern_chunks(size):

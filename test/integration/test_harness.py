@@ -4,9 +4,12 @@ moto over TLS (with boto3). When a proxy test fails, this file passing says the
 failure is the proxy's, not the harness's."""
 
 import hashlib
+import os
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -41,6 +44,28 @@ class DnsServerTest(unittest.TestCase):
         self.assertEqual(h.dns_query(self.dns.port, "nx.example.com"), (3, []))
         self.assertIsNone(h.dns_query(self.dns.port, "quiet.example.com", timeout=0.3))
         self.assertEqual(self.dns.query_count("quiet.example.com"), 1)
+
+    def test_truncated_malformed_and_changing_answers(self):
+        dns = h.DnsServer(tcp=True)
+        self.addCleanup(dns.stop)
+        dns.set("tc.example.com", ["10.1.1.1"])
+        dns.set_failure("tc.example.com", "truncate")
+        reply = h.dns_exchange(dns.port, "tc.example.com")
+        self.assertEqual(struct.unpack("!HH", reply[2:6]), (0x8180 | 0x0200, 1))  # TC, no answer
+        self.assertEqual(reply[6:8], b"\0\0")
+        self.assertEqual(h.dns_query(dns.port, "tc.example.com", tcp=True), (0, ["10.1.1.1"]))
+        self.assertEqual(dns.tcp_queries, 1)
+        dns.set_failure("bad.example.com", "malformed")
+        reply = h.dns_exchange(dns.port, "bad.example.com")
+        with self.assertRaises((AssertionError, ValueError, struct.error, IndexError)):
+            h.dns_query(dns.port, "bad.example.com")
+        self.assertEqual(struct.unpack("!H", reply[6:8])[0], 1)  # one answer announced...
+        self.assertEqual(len(reply), 12 + len("bad.example.com") + 2 + 4 + 12 + 2)  # ...cut short
+        dns.set_sequence("flip.example.com", [["10.0.0.1"], ["10.0.0.2"]], ttl=0)
+        self.assertEqual(h.dns_query(dns.port, "flip.example.com", 28), (0, []))  # AAAA: no step
+        self.assertEqual(h.dns_query(dns.port, "flip.example.com"), (0, ["10.0.0.1"]))
+        self.assertEqual(h.dns_query(dns.port, "flip.example.com"), (0, ["10.0.0.2"]))
+        self.assertEqual(h.dns_query(dns.port, "flip.example.com"), (0, ["10.0.0.2"]))
 
     def test_no_default_is_nxdomain(self):
         dns = h.DnsServer(default=None)
@@ -134,6 +159,59 @@ class HelpersTest(unittest.TestCase):
         base = {"a": {"b": 1, "c": 2}, "d": 3}
         self.assertEqual(h.deep_merge(base, {"a": {"b": 9}, "d": None, "e": [1]}),
                          {"a": {"b": 9, "c": 2}, "e": [1]})
+
+
+class RunnerTest(unittest.TestCase):
+    """run.py, which ctest runs every integration file with: 0 / 77 / 1."""
+
+    MODULES = {
+        "m_pass": "def test_a(self): self.assertEqual(1, 1)\n"
+                  "    @unittest.skip('not here')\n    def test_b(self): pass\n",
+        "m_skip": "def test_a(self): self.skipTest('needs root')\n"
+                  "    def test_b(self): self.skipTest('needs root')\n",
+        "m_class_skip": "@classmethod\n    def setUpClass(cls): raise unittest.SkipTest('no binary')\n"
+                        "    def test_a(self): pass\n",
+        "m_fail": "def test_a(self): self.assertEqual(1, 2)\n"
+                  "    def test_b(self): self.skipTest('x')\n",
+        "m_error": "def test_a(self): raise RuntimeError('boom')\n",
+        "m_xfail": "@unittest.expectedFailure\n    def test_a(self): self.assertEqual(1, 2)\n",
+        "m_xpass": "@unittest.expectedFailure\n    def test_a(self): pass\n",
+        "m_empty": "pass\n",
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="s3gate-runner-")
+        for name, body in cls.MODULES.items():
+            with open(os.path.join(cls.dir, name + ".py"), "w") as f:
+                f.write("import unittest\n\n\nclass T(unittest.TestCase):\n    " + body)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def run_module(self, name):
+        out = subprocess.run([sys.executable, os.path.join(h.HERE, "run.py"), name], cwd=self.dir,
+                             capture_output=True, text=True, timeout=60,
+                             env=h.clean_env({"PYTHONPATH": self.dir, "PYTHONDONTWRITEBYTECODE": "1"}))
+        return out.returncode, out.stderr
+
+    def test_exit_status_per_outcome(self):
+        expected = {"m_pass": 0, "m_skip": 77, "m_class_skip": 77, "m_fail": 1, "m_error": 1,
+                    "m_xfail": 0, "m_xpass": 1, "m_empty": 1, "m_missing": 1}
+        got = {name: self.run_module(name)[0] for name in expected}
+        self.assertEqual(got, expected)
+
+    def test_skip_reasons_printed(self):
+        code, err = self.run_module("m_skip")
+        self.assertEqual(code, 77, err)
+        self.assertIn("2 x needs root", err)
+        code, err = self.run_module("m_class_skip")
+        self.assertEqual(code, 77, err)
+        self.assertIn("1 x no binary", err)
+        code, err = self.run_module("m_pass")
+        self.assertEqual(code, 0, err)
+        self.assertIn("OK: 1 passed, 1 skipped", err)
 
 
 class MotoTlsTest(unittest.TestCase):
