@@ -144,14 +144,10 @@ std::string notServedDetail(S3NameKind kind, const std::string& host) {
     case S3NameKind::outposts:
       what = "an S3 on Outposts name: served by an Outpost, not the gateway endpoint";
       break;
-    case S3NameKind::express:
-      what =
-          "an S3 Express One Zone (directory bucket) name: served by the s3express endpoint, "
-          "not the S3 gateway endpoint";
-      break;
     case S3NameKind::not_s3:
     case S3NameKind::endpoint:
     case S3NameKind::virtual_hosted:
+    case S3NameKind::express:  // bucket endpoints: judged by the bucket rules, never here
       return host + " is not an S3 endpoint or an allowed host";
   }
   return host + " is " + what + "; list it under hosts to allow it";
@@ -159,7 +155,7 @@ std::string notServedDetail(S3NameKind kind, const std::string& host) {
 
 const HostRule* findHostRule(const Config& config, std::string_view host) {
   for (const auto& rule : config.hosts) {
-    if (hostPatternMatch(rule.name, host)) {
+    if (hostsEntryMatches(rule.name, host)) {
       return &rule;
     }
   }
@@ -238,7 +234,43 @@ bool bucketFromPath(std::string_view path, std::string* bucket) {
   return true;
 }
 
+// A zonal S3 Express name must carry a directory bucket of the endpoint's own zone
+// (BASE--ZONE--x-s3 at s3express-ZONE): S3 serves nothing else there, and a bucket
+// rule should never be asked about a name S3 would not answer for. "" when it does.
+std::string expressNameProblem(const Decision& d) {
+  const std::string_view zone = directoryBucketZone(d.name.bucket);
+  if (zone.empty()) {
+    return d.host + " is an S3 Express One Zone name, but " + d.name.bucket +
+           " is not a directory bucket name (NAME--" + d.name.zone + "--x-s3)";
+  }
+  if (zone != d.name.zone) {
+    return d.host + ": directory bucket " + d.name.bucket + " is in zone " + std::string(zone) +
+           ", not in the endpoint's zone " + d.name.zone;
+  }
+  return {};
+}
+
 }  // namespace
+
+bool hostsEntryMatches(std::string_view pattern, std::string_view host) {
+  if (pattern.empty()) {
+    return false;
+  }
+  while (true) {
+    const size_t pattern_dot = pattern.find('.');
+    const size_t host_dot = host.find('.');
+    const std::string_view pattern_label = pattern.substr(0, pattern_dot);
+    const std::string_view host_label = host.substr(0, host_dot);
+    if (pattern_label == "*" ? host_label.empty() : !equalsIgnoreCase(pattern_label, host_label)) {
+      return false;
+    }
+    if (pattern_dot == std::string_view::npos || host_dot == std::string_view::npos) {
+      return pattern_dot == std::string_view::npos && host_dot == std::string_view::npos;
+    }
+    pattern.remove_prefix(pattern_dot + 1);
+    host.remove_prefix(host_dot + 1);
+  }
+}
 
 std::string_view verdictName(Verdict v) {
   switch (v) {
@@ -345,7 +377,49 @@ Decision decide(const Config& config, const DecisionInput& input) {
       hard_detail = std::move(detail);
     }
   };
+  // 7. The copy source of a request s3gate can see. It runs with every outcome of
+  // the steps before it (from finish()), so that the log has the source and an
+  // unreadable value is refused in report mode too, whatever else failed; its reason
+  // counts only where no earlier step failed. `hosts` entries are held to it as well:
+  // the header means the same to every S3 API, and an access point listed in `hosts`
+  // would otherwise copy out of any bucket the client's credentials can read.
+  bool copy_source_judged = false;
+  auto judgeCopySource = [&]() {
+    if (copy_source_judged || !http_like || input.copy_source.empty()) {
+      return;
+    }
+    copy_source_judged = true;
+    CopySource source;
+    const CopySourceError error = parseCopySource(input.copy_source, &source);
+    if (error != CopySourceError::none) {
+      // Bad input, not a policy question: 400 bad_request in every mode, as for a
+      // bucket in the path that cannot be read. A source s3gate cannot read is one it
+      // cannot judge, and report mode must not pass on a copy nobody checked; S3
+      // answers such a value with 400 InvalidArgument itself, so a working client
+      // loses nothing (the one exception, a legacy bucket name outside today's naming
+      // rules, is a bucket no rule could name safely).
+      fail(Reason::bad_request, "the x-amz-copy-source header cannot be read (" +
+                                    std::string(copySourceErrorName(error)) + ")");
+      return;
+    }
+    if (source.kind == CopySourceKind::access_point) {
+      // The bucket behind an access point cannot be seen: only a `hosts` entry for the
+      // access point's own name vouches for it.
+      const std::string endpoint = accessPointEndpoint(source);
+      if (findHostRule(config, endpoint) == nullptr) {
+        fail(Reason::copy_source_not_allowed,
+             "copy source access point " + endpoint + " is not listed under hosts");
+      }
+    } else if (findBucketRule(config, source.bucket, input) == nullptr) {
+      // As a GET by the same client and identity: any rule that matches allows it,
+      // a read-only one included.
+      fail(Reason::copy_source_not_allowed,
+           "copy source bucket " + printable(source.bucket) + " is not allowed");
+    }
+    d.copy_source = std::move(source);
+  };
   auto finish = [&]() {
+    judgeCopySource();
     if (first == Reason::none) {
       d.verdict = Verdict::allow;
       d.reason = Reason::none;
@@ -404,6 +478,13 @@ Decision decide(const Config& config, const DecisionInput& input) {
   const bool s3 = isBucketEndpoint(d.name.kind);
   const HostRule* host_rule = nullptr;
   if (s3) {
+    if (d.name.kind == S3NameKind::express && !d.name.bucket.empty()) {
+      std::string problem = expressNameProblem(d);
+      if (!problem.empty()) {
+        fail(Reason::host_not_allowed, std::move(problem));
+        return finish();
+      }
+    }
     if (!regionServed(config, d.name.region)) {
       fail(Reason::region_not_allowed,
            "region " + d.name.region + " is not served; regions served: " + regionsServed(config));
@@ -430,13 +511,20 @@ Decision decide(const Config& config, const DecisionInput& input) {
   }
 
   // 5. The bucket.
-  if (d.name.kind == S3NameKind::endpoint && !http_like) {
-    // CONNECT path-style: the bucket travels inside the tunnel, unseen.
+  const bool bucket_outside_name = bucketOutsideName(d.name);
+  if (bucket_outside_name && !http_like) {
+    // CONNECT path-style (and S3 Express's regional s3express-control, whose bucket is
+    // never in the name): the bucket travels inside the tunnel, unseen.
     const BucketRule* wildcard = findWildcardRule(config, input);
     if (config.s3.path_style == PathStyle::allow) {
       d.rule = "-";
     } else if (wildcard != nullptr) {
       d.rule = wildcard->name;
+    } else if (d.name.kind == S3NameKind::express) {
+      fail(Reason::path_style_denied,
+           "tunnel to " + d.host +
+               ": the bucket is not in this S3 Express name, so it cannot be seen "
+               "(s3.path_style: allow, or a bucket rule \"*\", allows it)");
     } else {
       fail(Reason::path_style_denied, "path-style tunnel to " + d.host +
                                           ": the bucket cannot be seen; use " +
@@ -444,7 +532,7 @@ Decision decide(const Config& config, const DecisionInput& input) {
     }
     return finish();
   }
-  if (d.name.kind == S3NameKind::endpoint) {
+  if (bucket_outside_name) {
     // Plain HTTP path-style: the first path segment. No segment (ListBuckets) is the
     // empty bucket, which only a rule matching everything ("*") allows.
     if (!bucketFromPath(input.path, &d.name.bucket)) {

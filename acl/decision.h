@@ -4,12 +4,14 @@
 // and the parsed name. Every decision starts as deny.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "config/config.h"
+#include "acl/copy_source.h"
 #include "common/net.h"
+#include "config/config.h"
 #include "acl/reason.h"
 #include "acl/s3name.h"
 #include "common/host_name.h"
@@ -34,8 +36,9 @@ struct DecisionInput {
   bool host_is_ipv6_literal = false;
   uint16_t port = 0;
   bool port_given = false;
-  std::string_view path;      // plain HTTP: path and query
-  std::string_view identity;  // client-certificate CN; empty: none
+  std::string_view path;         // plain HTTP: path and query
+  std::string_view identity;     // client-certificate CN; empty: none
+  std::string_view copy_source;  // the x-amz-copy-source value (http, inspect); empty: none
 };
 
 struct Decision {
@@ -50,15 +53,26 @@ struct Decision {
   bool ip_literal = false;       // the target is an IP literal (report mode may let it through)
   IpAddress literal;             // the literal's address, when ip_literal
   std::string detail;            // one line for the error body (e.g. the regions served)
+  std::optional<CopySource> copy_source;  // the request's copy source, when it has one that
+                                          // parsed (log field copy_source: logText())
 
   bool allowed() const { return verdict != Verdict::deny; }
 };
 
-// Step 3 judges S3 bucket endpoints (endpoint, virtual_hosted) by region and bucket;
-// every other name, the other S3 services' names (access points, S3 Control,
+// Step 3 judges S3 bucket endpoints (endpoint, virtual_hosted, express) by region and
+// bucket; every other name, the other S3 services' names (access points, S3 Control,
 // Transfer Acceleration, ...) included, is allowed only by a `hosts` entry, and its
 // host_not_allowed detail says what kind of name it is.
+// Step 7 judges the copy source of a request s3gate can see (http, inspect): its
+// bucket against `buckets` as a GET by the same client would be, an access point ARN
+// by a `hosts` entry for its endpoint.
 Decision decide(const Config& config, const DecisionInput& input);
+
+// A `hosts` entry's name against a normalised host, label by label: a label "*"
+// matches any one whole label, every other label only itself (ASCII case ignored).
+// "sts.*.amazonaws.com" matches "sts.us-west-2.amazonaws.com", never
+// "sts.amazonaws.com" or "sts.a.b.amazonaws.com".
+bool hostsEntryMatches(std::string_view pattern, std::string_view host);
 
 // An IP literal in any spelling a resolver or client might accept
 // (dotted, decimal, hex, octal, IPv4-mapped IPv6, bracketed IPv6).

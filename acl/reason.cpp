@@ -30,7 +30,16 @@ constexpr ReasonInfo kReasons[] = {
     {Reason::untrusted_proxy, "untrusted_proxy", 403, "Forbidden", "http_request_denied"},
     {Reason::client_certificate_required, "client_certificate_required", 403, "Forbidden",
      "http_request_denied"},
+    {Reason::copy_source_not_allowed, "copy_source_not_allowed", 403, "Forbidden",
+     "http_request_denied"},
+    {Reason::inspect_not_covered, "inspect_not_covered", 403, "Forbidden", "http_request_denied"},
     {Reason::dns_pin_violation, "dns_pin_violation", 403, "Forbidden", "destination_ip_prohibited"},
+    {Reason::auth_required, "auth_required", 407, "Proxy Authentication Required",
+     "http_request_denied"},
+    {Reason::auth_failed, "auth_failed", 407, "Proxy Authentication Required",
+     "http_request_denied"},
+    {Reason::client_limit, "client_limit", 429, "Too Many Requests", "connection_limit_reached"},
+    {Reason::rate_limited, "rate_limited", 429, "Too Many Requests", "connection_limit_reached"},
     // The tunnel was already established (200) when the ClientHello was read; the
     // close is only logged, so there is no Proxy-Status to send.
     {Reason::sni_mismatch, "sni_mismatch", 200, "Connection established", ""},
@@ -89,10 +98,13 @@ std::string_view proxyStatusError(Reason r) {
 }
 
 bool isPolicyDenial(Reason r) {
-  // SPEC section 3: the reasons of steps 1 and 3 to 6, and ip_literal_denied.
+  // SPEC section 3: the reasons of steps 1 and 3 to 7, and ip_literal_denied.
   // dns_pin_violation is not one (the address rules hold in every mode), nor are
-  // untrusted_proxy and client_certificate_required: they are about who is
-  // talking to s3gate, not about the policy on the target.
+  // untrusted_proxy, client_certificate_required and the steps 1a and 1b
+  // (auth_required, auth_failed, client_limit, rate_limited): they are about who is
+  // talking to s3gate, and hold in every mode. inspect_not_covered is not a step of
+  // the decision either: a name the inspection certificate cannot serve cannot be
+  // inspected, whatever the mode.
   switch (r) {
     case Reason::client_not_allowed:
     case Reason::host_not_allowed:
@@ -101,6 +113,7 @@ bool isPolicyDenial(Reason r) {
     case Reason::port_not_allowed:
     case Reason::path_style_denied:
     case Reason::method_not_allowed:
+    case Reason::copy_source_not_allowed:
     case Reason::ip_literal_denied:
       return true;
     default:

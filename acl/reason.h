@@ -23,8 +23,16 @@ enum class Reason {
   method_not_allowed,
   untrusted_proxy,
   client_certificate_required,
+  copy_source_not_allowed,
+  inspect_not_covered,
   // 403 destination_ip_prohibited
   dns_pin_violation,
+  // 407 http_request_denied (with Proxy-Authenticate)
+  auth_required,
+  auth_failed,
+  // 429 connection_limit_reached
+  client_limit,
+  rate_limited,
   // 200, then closed
   sni_mismatch,
   // 431

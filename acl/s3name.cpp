@@ -1,5 +1,8 @@
 #include "acl/s3name.h"
 
+#include "common/host_name.h"
+
+#include <algorithm>
 #include <vector>
 
 namespace s3gate {
@@ -52,28 +55,6 @@ bool looksLikeIpv4(std::string_view text) {
     }
   }
   return true;
-}
-
-// S3's bucket naming rules for names that can appear in a host name: 3 to 63
-// characters of lower-case letters, digits, dots and hyphens, beginning and ending
-// with a letter or digit, no "..", not shaped like an IPv4 address.
-bool isVirtualHostableBucket(std::string_view bucket) {
-  if (bucket.size() < 3 || bucket.size() > 63) {
-    return false;
-  }
-  for (char c : bucket) {
-    if (!isLower(c) && !isDigit(c) && c != '.' && c != '-') {
-      return false;
-    }
-  }
-  auto alnum = [](char c) { return isLower(c) || isDigit(c); };
-  if (!alnum(bucket.front()) || !alnum(bucket.back())) {
-    return false;
-  }
-  if (bucket.find("..") != std::string_view::npos) {
-    return false;
-  }
-  return !looksLikeIpv4(bucket);
 }
 
 // Joins labels[0, count) with dots: the bucket part of a virtual-hosted name.
@@ -159,6 +140,7 @@ struct ServiceMatch {
   S3NameKind kind = S3NameKind::not_s3;
   size_t label_count = 0;  // 0: no service form matched
   std::string region;      // empty for the global services
+  std::string zone;        // a zonal S3 Express endpoint's availability-zone ID
   bool dualstack = false;
   bool fips = false;
 };
@@ -178,8 +160,10 @@ bool isZoneId(std::string_view text) {
 }
 
 // The label in front of the region (or of "dualstack.R") of a regional service:
-// "s3-accesspoint", "s3-accesspoint-fips", "s3express-usw2-az1", ...
-bool matchRegionalServiceLabel(std::string_view label, S3NameKind* kind, bool* fips) {
+// "s3-accesspoint", "s3-accesspoint-fips", "s3express-usw2-az1", ... `zone` gets a
+// zonal S3 Express endpoint's zone ID, and is left alone otherwise.
+bool matchRegionalServiceLabel(std::string_view label, S3NameKind* kind, bool* fips,
+                               std::string_view* zone) {
   struct Service {
     std::string_view label;
     S3NameKind kind;
@@ -209,11 +193,13 @@ bool matchRegionalServiceLabel(std::string_view label, S3NameKind* kind, bool* f
   if (label.starts_with(kZonalFips) && isZoneId(label.substr(kZonalFips.size()))) {
     *kind = S3NameKind::express;
     *fips = true;
+    *zone = label.substr(kZonalFips.size());
     return true;
   }
   if (label.starts_with(kZonal) && isZoneId(label.substr(kZonal.size()))) {
     *kind = S3NameKind::express;
     *fips = false;
+    *zone = label.substr(kZonal.size());
     return true;
   }
   return false;
@@ -232,10 +218,11 @@ ServiceMatch matchService(const std::vector<std::string_view>& labels, bool chin
     }
     S3NameKind kind = S3NameKind::not_s3;
     bool fips = false;
-    if (matchRegionalServiceLabel(labels[n - 2], &kind, &fips)) {
+    std::string_view zone;
+    if (matchRegionalServiceLabel(labels[n - 2], &kind, &fips, &zone)) {
       m.label_count = 2;
     } else if (labels[n - 2] == "dualstack" && n >= 3 &&
-               matchRegionalServiceLabel(labels[n - 3], &kind, &fips)) {
+               matchRegionalServiceLabel(labels[n - 3], &kind, &fips, &zone)) {
       m.label_count = 3;
       m.dualstack = true;
     } else {
@@ -244,6 +231,7 @@ ServiceMatch matchService(const std::vector<std::string_view>& labels, bool chin
     m.kind = kind;
     m.fips = fips;
     m.region = std::string(last);
+    m.zone = std::string(zone);
     return m;
   }
   if (china) {
@@ -292,7 +280,110 @@ std::string_view s3NameKindName(S3NameKind kind) {
 }
 
 bool isBucketEndpoint(S3NameKind kind) {
-  return kind == S3NameKind::endpoint || kind == S3NameKind::virtual_hosted;
+  return kind == S3NameKind::endpoint || kind == S3NameKind::virtual_hosted ||
+         kind == S3NameKind::express;
+}
+
+bool bucketOutsideName(const S3Name& name) {
+  return name.kind == S3NameKind::endpoint ||
+         (name.kind == S3NameKind::express && name.bucket.empty());
+}
+
+bool isValidBucketName(std::string_view bucket) {
+  if (bucket.size() < 3 || bucket.size() > 63) {
+    return false;
+  }
+  for (char c : bucket) {
+    if (!isLower(c) && !isDigit(c) && c != '.' && c != '-') {
+      return false;
+    }
+  }
+  auto alnum = [](char c) { return isLower(c) || isDigit(c); };
+  if (!alnum(bucket.front()) || !alnum(bucket.back())) {
+    return false;
+  }
+  if (bucket.find("..") != std::string_view::npos) {
+    return false;
+  }
+  return !looksLikeIpv4(bucket);
+}
+
+std::string_view directoryBucketZone(std::string_view bucket) {
+  constexpr std::string_view kSuffix = "--x-s3";
+  if (!isValidBucketName(bucket) || bucket.find('.') != std::string_view::npos ||
+      !bucket.ends_with(kSuffix)) {
+    return {};
+  }
+  const std::string_view rest = bucket.substr(0, bucket.size() - kSuffix.size());
+  const size_t sep = rest.rfind("--");
+  if (sep == std::string_view::npos || sep == 0) {
+    return {};  // no zone, or no base name in front of it
+  }
+  const std::string_view zone = rest.substr(sep + 2);
+  if (!isZoneId(zone) || zone.back() == '-') {
+    return {};
+  }
+  return zone;
+}
+
+bool isValidHostPattern(std::string_view pattern, std::string* why) {
+  auto fail = [why](std::string text) {
+    if (why != nullptr) {
+      *why = std::move(text);
+    }
+    return false;
+  };
+  if (pattern.empty()) {
+    return fail("the name is empty");
+  }
+  if (pattern.size() > 253) {
+    return fail("the name is longer than 253 characters");
+  }
+  const auto labels = splitLabels(pattern);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const std::string_view label = labels[i];
+    if (label.empty()) {
+      return fail("a label is empty (\"..\", or a dot at either end)");
+    }
+    if (label == "*") {
+      if (i + 2 >= labels.size()) {
+        return fail(
+            "\"*\" may not stand for the last two labels: a pattern names its domain (\"*.com\" "
+            "would open a whole top-level domain)");
+      }
+      continue;
+    }
+    if (label.size() > 63) {
+      return fail("a label is longer than 63 characters");
+    }
+    for (char c : label) {
+      if (c == '*') {
+        return fail("\"*\" must be a whole label, not part of one");
+      }
+      if (!isLower(c) && !isDigit(c) && c != '-' && c != '_') {
+        return fail(
+            "a label may hold only lower-case letters, digits, '-' and '_' (or be \"*\" alone)");
+      }
+    }
+    if (label.front() == '-' || label.back() == '-') {
+      return fail("a label may not begin or end with '-'");
+    }
+  }
+  const std::string_view top = labels.back();
+  if (std::all_of(top.begin(), top.end(), isDigit)) {
+    return fail("an IP address is not a host name (clients are refused IP literals)");
+  }
+  // The one host-name rule decides in the end: with each "*" as one concrete
+  // label, the pattern is a name the proxy accepts as a target.
+  std::string concrete;
+  for (std::string_view label : labels) {
+    concrete += concrete.empty() ? "" : ".";
+    concrete += label == "*" ? std::string_view("x") : label;
+  }
+  if (!isValidHostName(concrete)) {
+    return fail("not a valid host name");
+  }
+  return true;
 }
 
 bool isRegionName(std::string_view text) {
@@ -350,20 +441,30 @@ S3Name parseS3Name(std::string_view host) {
     if (service.label_count == 0) {
       return name;
     }
+    const size_t prefix_labels = labels.size() - service.label_count;
+    std::string bucket = prefix_labels > 0 ? joinLabels(labels, prefix_labels) : std::string();
+    if (service.kind == S3NameKind::express && !bucket.empty()) {
+      // S3 Express is a bucket endpoint: its names are held to the bucket rules like
+      // virtual-hosted ones, so anything in front of the endpoint must be a bucket S3
+      // would serve there. s3express-control carries none; a name that is not a
+      // bucket falls through to `hosts`, never to a bucket rule that might glob-match
+      // it. (Whether the bucket is a directory bucket of the endpoint's zone is
+      // decide()'s question, so that the denial can say so.)
+      if (service.zone.empty() || !isValidBucketName(bucket)) {
+        return name;
+      }
+    }
     name.kind = service.kind;
     name.region = service.region;
+    name.zone = service.zone;
     name.dualstack = service.dualstack;
     name.fips = service.fips;
-    // Transfer Acceleration and S3 Express names carry the bucket in front; kept for
-    // the log when it is one S3 would serve. (An access point's labels name the
-    // access point and the account, not a bucket.)
-    const size_t prefix_labels = labels.size() - service.label_count;
-    if (prefix_labels > 0 &&
-        (service.kind == S3NameKind::accelerate || service.kind == S3NameKind::express)) {
-      std::string bucket = joinLabels(labels, prefix_labels);
-      if (isVirtualHostableBucket(bucket)) {
-        name.bucket = std::move(bucket);
-      }
+    // Transfer Acceleration and S3 Express names carry the bucket in front; an
+    // accelerate bucket is kept for the log when it is one S3 would serve. (An access
+    // point's labels name the access point and the account, not a bucket.)
+    if ((service.kind == S3NameKind::accelerate || service.kind == S3NameKind::express) &&
+        isValidBucketName(bucket)) {
+      name.bucket = std::move(bucket);
     }
     return name;
   }
@@ -372,7 +473,7 @@ S3Name parseS3Name(std::string_view host) {
     std::string bucket = joinLabels(labels, bucket_labels);
     // A name S3 would not serve as a bucket is not an S3 name: it falls through to
     // `hosts`, never to a bucket rule that might glob-match it.
-    if (!isVirtualHostableBucket(bucket)) {
+    if (!isValidBucketName(bucket)) {
       return name;
     }
     name.kind = S3NameKind::virtual_hosted;

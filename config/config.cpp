@@ -349,10 +349,17 @@ class ConfigReader {
       HostRule rule;
       if (auto name = map.get("name")) {
         if (auto text = l_.string(*name)) {
-          if (!normalizeHostName(*text, &rule.name)) {
-            // Host rules are compared exactly: a pattern here would never match.
-            l_.fail(*name, "expected an exact host name such as sts.us-west-2.amazonaws.com, got " +
-                               quoteText(*text));
+          rule.name = toLowerAscii(*text);
+          if (rule.name.size() > 1 && rule.name.back() == '.') {
+            rule.name.pop_back();
+          }
+          std::string why;
+          if (!isValidHostPattern(rule.name, &why)) {
+            // Compared label by label; a label "*" alone stands for any one label.
+            l_.fail(*name,
+                    "expected a host name such as sts.us-west-2.amazonaws.com, where a label may "
+                    "be \"*\" alone (sts.*.amazonaws.com): " +
+                        why + ", got " + quoteText(*text));
           }
         }
       } else {

@@ -422,8 +422,6 @@ class ServiceNameTest(PolicyTestCase):
         ("111122223333.s3-control.us-west-2.amazonaws.com", "an S3 Control name"),
         ("olap-111122223333.s3-object-lambda.us-west-2.amazonaws.com", "an S3 Object Lambda name"),
         ("s3-outposts.us-west-2.amazonaws.com", "an S3 on Outposts name"),
-        ("media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com",
-         "an S3 Express One Zone"),
     ]
 
     def test_denied_with_what_they_are(self):
@@ -536,7 +534,7 @@ class ExplainTest(unittest.TestCase):
             ("CONNECT", "s3-control.eu-west-1.amazonaws.com:443", None, 1, "deny",
              "host_not_allowed", "s3_control", "eu-west-1", "-"),
             ("CONNECT", "media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443", None,
-             1, "deny", "host_not_allowed", "express", "us-west-2", "media--usw2-az1--x-s3"),
+             1, "deny", "bucket_not_allowed", "express", "us-west-2", "media--usw2-az1--x-s3"),
             ("CONNECT", "media.s3.us-west-2.amazonaws.com.evil.com:443", None, 1, "deny",
              "host_not_allowed", "not_s3", "-", "-"),
             ("CONNECT", "0x7f000001:443", None, 1, "deny", "ip_literal_denied", "not_s3", "-", "-"),

@@ -205,7 +205,7 @@ std::vector<Row> decisionTable() {
        DENY, bad_host, "-"},
       {"IPv6 flag on a name", B, "10.1.2.3", CONNECT, "CONNECT", "sts.us-west-2.amazonaws.com", 443,
        "", "", true, DENY, bad_host, "-"},
-      {"underscore is a valid name", B, "10.1.2.3", CONNECT, "CONNECT", "_svc.x.internal.example",
+      {"underscore is a valid name", B, "10.1.2.3", CONNECT, "CONNECT", "_svc.internal.example",
        443, "", "", false, ALLOW, none, "-"},
 
       // 2. IP literals, every spelling.
@@ -295,8 +295,8 @@ std::vector<Row> decisionTable() {
        8443, "", "", false, DENY, port_not_allowed, "-"},
       {"wildcard hosts entry, its port", B, "10.1.2.3", CONNECT, "CONNECT",
        "vault.internal.example", 8443, "", "", false, ALLOW, none, "-"},
-      {"wildcard hosts entry, deeper", B, "10.1.2.3", CONNECT, "CONNECT",
-       "a.b.vault.internal.example", 443, "", "", false, ALLOW, none, "-"},
+      {"wildcard hosts entry is one label, not deeper", B, "10.1.2.3", CONNECT, "CONNECT",
+       "a.b.vault.internal.example", 443, "", "", false, DENY, host_not_allowed, "-"},
       {"wildcard hosts entry, other port", B, "10.1.2.3", CONNECT, "CONNECT",
        "vault.internal.example", 22, "", "", false, DENY, port_not_allowed, "-"},
 
@@ -862,7 +862,19 @@ TEST_CASE("reasons: names, statuses and Proxy-Status errors", "[reason]") {
       {untrusted_proxy, "untrusted_proxy", 403, "Forbidden", "http_request_denied", false, false},
       {client_certificate_required, "client_certificate_required", 403, "Forbidden",
        "http_request_denied", false, false},
+      {copy_source_not_allowed, "copy_source_not_allowed", 403, "Forbidden", "http_request_denied",
+       true, false},
+      {inspect_not_covered, "inspect_not_covered", 403, "Forbidden", "http_request_denied", false,
+       false},
       {dns_pin_violation, "dns_pin_violation", 403, "Forbidden", "destination_ip_prohibited", false,
+       false},
+      {auth_required, "auth_required", 407, "Proxy Authentication Required", "http_request_denied",
+       false, false},
+      {auth_failed, "auth_failed", 407, "Proxy Authentication Required", "http_request_denied",
+       false, false},
+      {client_limit, "client_limit", 429, "Too Many Requests", "connection_limit_reached", false,
+       false},
+      {rate_limited, "rate_limited", 429, "Too Many Requests", "connection_limit_reached", false,
        false},
       {sni_mismatch, "sni_mismatch", 200, "Connection established", "", false, false},
       {header_too_large, "header_too_large", 431, "Request Header Fields Too Large",
@@ -911,7 +923,7 @@ Config spellingConfig(PolicyMode mode = PolicyMode::enforce) {
   c.s3.regions = {"us-west-2", "us-east-1", "cn-north-1", "us-gov-west-1"};
   c.s3.path_style = PathStyle::deny;
   c.buckets = {bucket("media", Access::read_write), bucket("allowed", Access::read_write),
-               bucket("vfx.*", Access::read_only)};
+               bucket("vfx.*", Access::read_only), bucket("media--*--x-s3", Access::read_write)};
   c.hosts = {
       hostRule("sts.us-west-2.amazonaws.com", {443}),
       hostRule("listed-111122223333.s3-accesspoint.us-west-2.amazonaws.com", {443}),
@@ -1149,9 +1161,33 @@ std::vector<Spelling> spellingTable() {
        "", false, false, DENY, host_not_allowed},
       {C, "ap-111122223333.op-01ac5d28a6a232904.s3-outposts.us-west-2.amazonaws.com:443", none, OUT,
        "us-west-2", "", false, false, DENY, host_not_allowed},
+      // S3 Express One Zone is a bucket endpoint: its directory buckets are held to the
+      // bucket rules, its regional endpoint to s3.path_style.
       {C, "media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP,
-       "us-west-2", "media--usw2-az1--x-s3", false, false, DENY, host_not_allowed},
+       "us-west-2", "media--usw2-az1--x-s3", false, false, ALLOW, none},
+      {C, "Media--USW2-AZ1--x-s3.S3Express-usw2-az1.us-west-2.amazonaws.com.:443", none, EXP,
+       "us-west-2", "media--usw2-az1--x-s3", false, false, ALLOW, none},
+      {C, "other--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP,
+       "us-west-2", "other--usw2-az1--x-s3", false, false, DENY, bucket_not_allowed},
+      {C, "media--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP,
+       "us-west-2", "media--use1-az4--x-s3", false, false, DENY, host_not_allowed},
+      {C, "media.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP, "us-west-2", "media",
+       false, false, DENY, host_not_allowed},
+      {C, "media--usw2-az1--x-s3.s3express-usw2-az1.eu-west-1.amazonaws.com:443", none, EXP,
+       "eu-west-1", "media--usw2-az1--x-s3", false, false, DENY, region_not_allowed},
+      {C, "media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:8443", none, EXP,
+       "us-west-2", "media--usw2-az1--x-s3", false, false, DENY, port_not_allowed},
       {C, "s3express-control.us-west-2.amazonaws.com:443", none, EXP, "us-west-2", "", false, false,
+       DENY, path_style_denied},
+      {C, "s3express-usw2-az1.us-west-2.amazonaws.com:443", none, EXP, "us-west-2", "", false,
+       false, DENY, path_style_denied},
+      {G, "http://s3express-control.us-west-2.amazonaws.com/media--usw2-az1--x-s3", none, EXP,
+       "us-west-2", "media--usw2-az1--x-s3", false, false, ALLOW, none},
+      {G, "http://s3express-control.us-west-2.amazonaws.com/other--usw2-az1--x-s3", none, EXP,
+       "us-west-2", "other--usw2-az1--x-s3", false, false, DENY, bucket_not_allowed},
+      {G, "http://media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com/k", none, EXP,
+       "us-west-2", "media--usw2-az1--x-s3", false, false, ALLOW, none},
+      {C, "my_bucket.s3express-usw2-az1.us-west-2.amazonaws.com:443", none, N, "", "", false, false,
        DENY, host_not_allowed},
       // ...and a bucket named like one of them is a bucket.
       {C, "s3-accelerate.s3.us-west-2.amazonaws.com:443", none, V, "us-west-2", "s3-accelerate",
@@ -1211,8 +1247,6 @@ TEST_CASE("decide: the S3 services that are not bucket endpoints say what they a
        "an S3 Multi-Region Access Point name"},
       {"olap-111122223333.s3-object-lambda.us-west-2.amazonaws.com", "an S3 Object Lambda name"},
       {"s3-outposts.us-west-2.amazonaws.com", "an S3 on Outposts name"},
-      {"media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com",
-       "an S3 Express One Zone (directory bucket) name"},
   };
   Config config = makeConfig(Cfg::base);
   config.buckets.push_back(bucket("*", Access::read_write));  // no bucket rule helps
@@ -1273,4 +1307,352 @@ TEST_CASE("decide: a listed service name is not held to s3.regions or ports", "[
   CHECK(d.verdict == ALLOW);
   CHECK(d.name.kind == S3NameKind::s3_control);
   CHECK(d.name.region == "us-west-2");
+}
+
+// ---------------------------------------------------------------------------
+// S3 Express One Zone (SPEC section 3): a bucket endpoint, held to the bucket,
+// region and port rules; a `hosts` entry cannot widen it.
+
+TEST_CASE("decide: S3 Express names and their denials", "[decision][express]") {
+  Config config = makeConfig(Cfg::base);
+  config.buckets.push_back(bucket("scratch--*--x-s3", Access::read_only));
+  config.hosts.push_back(
+      hostRule("scratch--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", {443}));
+  auto run = [&](const char* host, RequestKindForDecision kind = CONNECT,
+                 const char* method = "CONNECT", const char* path = "") {
+    DecisionInput in;
+    in.client = ip("10.1.2.3");
+    in.kind = kind;
+    in.method = method;
+    in.host = host;
+    in.port = kind == HTTP ? 80 : 443;
+    in.port_given = true;
+    in.path = path;
+    return decide(config, in);
+  };
+
+  Decision d = run("scratch--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com");
+  CHECK(d.verdict == ALLOW);
+  CHECK(d.rule == "scratch--*--x-s3");
+  CHECK(s3NameKindName(d.name.kind) == "express");
+  CHECK(d.name.bucket == "scratch--usw2-az1--x-s3");
+  CHECK(d.name.zone == "usw2-az1");
+
+  // Read-only rule: the method step applies to what s3gate can see.
+  d = run("scratch--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", HTTP, "PUT", "/k");
+  CHECK(d.reason == Reason::method_not_allowed);
+  CHECK(d.rule == "scratch--*--x-s3");
+
+  // A bucket of another zone: host_not_allowed naming both zones, even when a `hosts`
+  // entry lists the exact name (an S3 endpoint is never widened by `hosts`).
+  d = run("scratch--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com");
+  CHECK(d.verdict == DENY);
+  CHECK(d.reason == Reason::host_not_allowed);
+  CHECK(d.rule == "-");
+  CHECK(d.detail.find("is in zone use1-az4, not in the endpoint's zone usw2-az1") !=
+        std::string::npos);
+
+  // Not a directory bucket name.
+  d = run("scratch.s3express-usw2-az1.us-west-2.amazonaws.com");
+  CHECK(d.reason == Reason::host_not_allowed);
+  CHECK(d.detail.find("is not a directory bucket name") != std::string::npos);
+
+  // The regional endpoint: like path-style.
+  d = run("s3express-control.us-west-2.amazonaws.com");
+  CHECK(d.reason == Reason::path_style_denied);
+  CHECK(d.detail.find("S3 Express") != std::string::npos);
+  CHECK(d.detail.find("BUCKET.") == std::string::npos);  // no virtual-hosted advice
+  d = run("s3express-control.us-west-2.amazonaws.com", HTTP, "PUT", "/scratch--usw2-az1--x-s3");
+  CHECK(d.reason == Reason::method_not_allowed);
+  CHECK(d.name.bucket == "scratch--usw2-az1--x-s3");
+  config.s3.path_style = PathStyle::allow;
+  d = run("s3express-control.us-west-2.amazonaws.com");
+  CHECK(d.verdict == ALLOW);
+  CHECK(d.rule == "-");
+
+  // The regions step.
+  config.s3.regions = {"us-east-1"};
+  d = run("scratch--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com");
+  CHECK(d.reason == Reason::region_not_allowed);
+
+  // Report mode: the zone mismatch is a policy denial like any host_not_allowed.
+  config.s3.regions = {"*"};
+  config.mode = PolicyMode::report;
+  d = run("scratch--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com");
+  CHECK(d.verdict == REPORT);
+  CHECK(d.reason == Reason::host_not_allowed);
+}
+
+// ---------------------------------------------------------------------------
+// `hosts` globs: a label "*" is one whole label.
+
+TEST_CASE("hostsEntryMatches", "[decision][hosts]") {
+  struct Row {
+    const char* pattern;
+    const char* host;
+    bool match;
+  };
+  const Row rows[] = {
+      {"sts.us-west-2.amazonaws.com", "sts.us-west-2.amazonaws.com", true},
+      {"sts.us-west-2.amazonaws.com", "STS.US-West-2.amazonaws.com", true},
+      {"sts.us-west-2.amazonaws.com", "sts.us-west-1.amazonaws.com", false},
+      {"sts.us-west-2.amazonaws.com", "xsts.us-west-2.amazonaws.com", false},
+      {"sts.us-west-2.amazonaws.com", "sts.us-west-2.amazonaws.com.evil.com", false},
+      {"sts.*.amazonaws.com", "sts.us-west-2.amazonaws.com", true},
+      {"sts.*.amazonaws.com", "sts.eu-central-1.amazonaws.com", true},
+      {"sts.*.amazonaws.com", "sts.amazonaws.com", false},      // "*" is one label, never none
+      {"sts.*.amazonaws.com", "sts.a.b.amazonaws.com", false},  // ...nor two
+      {"sts.*.amazonaws.com", "sts..amazonaws.com", false},
+      {"sts.*.amazonaws.com", "xsts.us-west-2.amazonaws.com", false},
+      {"sts.*.amazonaws.com", "sts.us-west-2.amazonaws.com.cn", false},
+      {"sts.*.amazonaws.com", "sts.us-west-2.amazonaws.comx", false},
+      {"sts.*.amazonaws.com", "sts.us-west-2.xamazonaws.com", false},
+      {"*.internal.example", "vault.internal.example", true},
+      {"*.internal.example", "internal.example", false},
+      {"*.internal.example", "a.b.internal.example", false},
+      {"*.internal.example", "xinternal.example", false},
+      {"*.internal.example", ".internal.example", false},
+      {"*.*.internal.example", "a.b.internal.example", true},
+      {"*.*.internal.example", "a.internal.example", false},
+      {"*.s3-accesspoint.*.amazonaws.com", "ap-111122223333.s3-accesspoint.us-west-2.amazonaws.com",
+       true},
+      {"*.s3-accesspoint.*.amazonaws.com",
+       "ap-111122223333.s3-accesspoint.dualstack.us-west-2.amazonaws.com", false},
+      // '*' inside a label is no wildcard (the loader refuses such a pattern).
+      {"sts-*.amazonaws.com", "sts-x.amazonaws.com", false},
+      {"", "", false},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.pattern, row.host);
+    CHECK(hostsEntryMatches(row.pattern, row.host) == row.match);
+    // Every pattern the matcher treats as a glob is one the loader accepts.
+    if (row.match) {
+      CHECK(isValidHostPattern(row.pattern));
+    }
+  }
+}
+
+TEST_CASE("decide: hosts globs, their ports, and what they cannot widen", "[decision][hosts]") {
+  Config config = makeConfig(Cfg::base);
+  config.hosts = {hostRule("sts.*.amazonaws.com", {443}),
+                  hostRule("*.s3-accesspoint.us-west-2.amazonaws.com", {443}),
+                  hostRule("*.s3.us-west-2.amazonaws.com", {443})};
+  auto run = [&](const char* host, uint16_t port = 443) {
+    DecisionInput in;
+    in.client = ip("10.1.2.3");
+    in.host = host;
+    in.port = port;
+    in.port_given = true;
+    return decide(config, in);
+  };
+  CHECK(run("sts.us-west-2.amazonaws.com").verdict == ALLOW);
+  CHECK(run("STS.EU-West-1.amazonaws.com.").verdict == ALLOW);
+  CHECK(run("sts.us-west-2.amazonaws.com", 8443).reason == Reason::port_not_allowed);
+  CHECK(run("sts.amazonaws.com").reason == Reason::host_not_allowed);
+  CHECK(run("sts.a.b.amazonaws.com").reason == Reason::host_not_allowed);
+  Decision d = run("media-111122223333.s3-accesspoint.us-west-2.amazonaws.com");
+  CHECK(d.verdict == ALLOW);
+  CHECK(d.name.kind == S3NameKind::access_point);
+  CHECK(run("media-111122223333.s3-accesspoint.eu-west-1.amazonaws.com").reason ==
+        Reason::host_not_allowed);
+  // A glob over a bucket endpoint widens nothing: the bucket rules still decide.
+  d = run("other-bucket.s3.us-west-2.amazonaws.com");
+  CHECK(d.reason == Reason::bucket_not_allowed);
+}
+
+// ---------------------------------------------------------------------------
+// Step 7: the copy source of a request s3gate can see.
+
+namespace {
+
+struct CopyRow {
+  const char* what;
+  PolicyMode mode;
+  const char* client;
+  RequestKindForDecision kind;
+  const char* method;
+  const char* host;
+  const char* path;
+  const char* identity;
+  std::string copy_source;
+  Verdict verdict;
+  Reason reason;
+  const char* rule;
+  const char* logged;  // Decision::copy_source->logText(); "" when none
+};
+
+Config copyConfig(PolicyMode mode) {
+  Config c = makeConfig(Cfg::base);
+  c.mode = mode;
+  c.buckets.push_back(bucket("scratch--*--x-s3", Access::read_write));
+  c.hosts.push_back(hostRule("listed-111122223333.s3-accesspoint.us-west-2.amazonaws.com", {443}));
+  c.hosts.push_back(
+      hostRule("op-ap-111122223333.op-01ac5d28a6a232904.s3-outposts.us-west-2."
+               "amazonaws.com",
+               {443}));
+  return c;
+}
+
+std::vector<CopyRow> copyTable() {
+  const auto E = PolicyMode::enforce;
+  const auto R = PolicyMode::report;
+  const char* const dst = "studio-media.s3.us-west-2.amazonaws.com";
+  const char* const arn = "arn:aws:s3:us-west-2:111122223333:accesspoint/";
+  using enum Reason;
+  return {
+      // Allowed sources, every spelling.
+      {"no copy source", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "", ALLOW, none, "studio-media",
+       ""},
+      {"same bucket", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "/studio-media/a.exr", ALLOW, none,
+       "studio-media", "studio-media/a.exr"},
+      {"read-only source is enough", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "renders-1/f.exr",
+       ALLOW, none, "studio-media", "renders-1/f.exr"},
+      {"encoded whole", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "renders-1%2Ff%20x.exr", ALLOW,
+       none, "studio-media", "renders-1/f x.exr"},
+      {"encoded bucket", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "render%73-1/f", ALLOW, none,
+       "studio-media", "renders-1/f"},
+      {"with a version", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "renders-1/f?versionId=Lq3.x_y",
+       ALLOW, none, "studio-media", "renders-1/f"},
+      {"UploadPartCopy", E, "10.1.2.3", HTTP, "PUT", dst, "/k?partNumber=2&uploadId=u", "",
+       "renders-1/f", ALLOW, none, "studio-media", "renders-1/f"},
+      {"directory bucket source", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "scratch--usw2-az1--x-s3/tmp", ALLOW, none, "studio-media", "scratch--usw2-az1--x-s3/tmp"},
+      {"inspected request", E, "10.1.2.3", INSPECT, "PUT", dst, "/k", "", "renders-1/f", ALLOW,
+       none, "studio-media", "renders-1/f"},
+      {"access point listed in hosts", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       std::string(arn) + "listed/object/k", ALLOW, none, "studio-media",
+       "arn:aws:s3:us-west-2:111122223333:accesspoint/listed/object/k"},
+      {"Outposts access point listed", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "arn:aws:s3-outposts:us-west-2:111122223333:outpost/op-01ac5d28a6a232904/accesspoint/"
+       "op-ap/object/k",
+       ALLOW, none, "studio-media",
+       "arn:aws:s3-outposts:us-west-2:111122223333:outpost/op-01ac5d28a6a232904/accesspoint/"
+       "op-ap/object/k"},
+      {"narrowed source rule, inside", E, "10.9.1.1", HTTP, "PUT", dst, "/k", "", "secure-vault/k",
+       ALLOW, none, "studio-media", "secure-vault/k"},
+      {"identity source rule, right identity", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "render-farm",
+       "cert-only/k", ALLOW, none, "studio-media", "cert-only/k"},
+      {"CONNECT ignores it", E, "10.1.2.3", CONNECT, "CONNECT", dst, "", "", "other-bucket/k",
+       ALLOW, none, "studio-media", ""},
+
+      // Sources not allowed.
+      {"unknown bucket", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "other-bucket/k", DENY,
+       copy_source_not_allowed, "-", "other-bucket/k"},
+      {"unknown bucket, leading slash", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "/other-bucket/k", DENY, copy_source_not_allowed, "-", "other-bucket/k"},
+      {"unknown bucket, encoded", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "other-bucket%2Fk",
+       DENY, copy_source_not_allowed, "-", "other-bucket/k"},
+      {"encoding cannot disguise the bucket", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "studio-media%2Fx%2F..%2F..%2Fother-bucket/k", ALLOW, none, "studio-media",
+       "studio-media/x/../../other-bucket/k"},
+      {"narrowed source rule, outside", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "secure-vault/k",
+       DENY, copy_source_not_allowed, "-", "secure-vault/k"},
+      {"identity source rule, other identity", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "workstation",
+       "cert-only/k", DENY, copy_source_not_allowed, "-", "cert-only/k"},
+      {"access point not listed", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       std::string(arn) + "studio-media/object/k", DENY, copy_source_not_allowed, "-",
+       "arn:aws:s3:us-west-2:111122223333:accesspoint/studio-media/object/k"},
+      {"access point listed for another account", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "arn:aws:s3:us-west-2:999999999999:accesspoint/listed/object/k", DENY,
+       copy_source_not_allowed, "-",
+       "arn:aws:s3:us-west-2:999999999999:accesspoint/listed/object/k"},
+      {"access point listed in another region", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "arn:aws:s3:eu-west-1:111122223333:accesspoint/listed/object/k", DENY,
+       copy_source_not_allowed, "-",
+       "arn:aws:s3:eu-west-1:111122223333:accesspoint/listed/object/k"},
+      {"inspected, unknown bucket", E, "10.1.2.3", INSPECT, "PUT", dst, "/k", "", "other-bucket/k",
+       DENY, copy_source_not_allowed, "-", "other-bucket/k"},
+      {"path-style destination", E, "10.1.2.3", HTTP, "PUT", kEndpoint, "/studio-media/k", "",
+       "other-bucket/k", DENY, copy_source_not_allowed, "-", "other-bucket/k"},
+      {"hosts entry destination is held to it too", E, "10.1.2.3", HTTP, "PUT", "plain.example",
+       "/k", "", "other-bucket/k", DENY, copy_source_not_allowed, "-", "other-bucket/k"},
+      {"hosts entry destination, allowed source", E, "10.1.2.3", HTTP, "PUT", "plain.example", "/k",
+       "", "renders-1/k", ALLOW, none, "-", "renders-1/k"},
+
+      // Earlier steps come first.
+      {"method before copy source", E, "10.1.2.3", HTTP, "PUT",
+       "renders-1.s3.us-west-2.amazonaws.com", "/k", "", "other-bucket/k", DENY, method_not_allowed,
+       "renders-*", "other-bucket/k"},
+      {"bucket before copy source", E, "10.1.2.3", HTTP, "PUT",
+       "other-bucket.s3.us-west-2.amazonaws.com", "/k", "", "other-bucket/k", DENY,
+       bucket_not_allowed, "-", "other-bucket/k"},
+      {"client before malformed copy source", E, "192.168.1.1", HTTP, "PUT", dst, "/k", "", "media",
+       DENY, client_not_allowed, "-", ""},
+
+      // Malformed: 400 bad_request, in every mode.
+      {"no key", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "studio-media", DENY, bad_request, "-",
+       ""},
+      {"bad escape", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "studio-media/k%2", DENY,
+       bad_request, "-", ""},
+      {"encoded CR LF", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "studio-media/k%0d%0ax", DENY,
+       bad_request, "-", ""},
+      {"invalid bucket", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "Studio-Media/k", DENY,
+       bad_request, "-", ""},
+      {"bad ARN", E, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       "arn:aws:s3:us-west-2:111122223333:bucket/x/object/k", DENY, bad_request, "-", ""},
+      {"report: malformed still denied", R, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "/", DENY,
+       bad_request, "-", ""},
+      {"report: malformed beats an earlier policy denial", R, "10.1.2.3", HTTP, "PUT",
+       "other-bucket.s3.us-west-2.amazonaws.com", "/k", "", "media", DENY, bad_request, "-", ""},
+
+      // Report mode lets a source that is not allowed through, with its reason.
+      {"report: unknown bucket", R, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "other-bucket/k",
+       REPORT, copy_source_not_allowed, "studio-media", "other-bucket/k"},
+      {"report: access point not listed", R, "10.1.2.3", HTTP, "PUT", dst, "/k", "",
+       std::string(arn) + "studio-media/object/k", REPORT, copy_source_not_allowed, "studio-media",
+       "arn:aws:s3:us-west-2:111122223333:accesspoint/studio-media/object/k"},
+      {"report: allowed stays allow", R, "10.1.2.3", HTTP, "PUT", dst, "/k", "", "renders-1/k",
+       ALLOW, none, "studio-media", "renders-1/k"},
+  };
+}
+
+}  // namespace
+
+TEST_CASE("decide: step 7, the copy source", "[decision][copy_source]") {
+  for (const auto& row : copyTable()) {
+    const Config config = copyConfig(row.mode);
+    DecisionInput in;
+    const IpAddress client = ip(row.client);
+    in.client = client;
+    in.kind = row.kind;
+    in.method = row.method;
+    in.host = row.host;
+    in.port = row.kind == HTTP ? 80 : 443;
+    in.port_given = true;
+    in.path = row.path;
+    in.identity = row.identity;
+    in.copy_source = row.copy_source;
+    const Decision d = decide(config, in);
+    CAPTURE(row.what, row.copy_source, d.detail);
+    CHECK(verdictName(d.verdict) == verdictName(row.verdict));
+    CHECK(reasonName(d.reason) == reasonName(row.reason));
+    CHECK(d.rule == row.rule);
+    CHECK((d.copy_source ? d.copy_source->logText() : std::string()) == row.logged);
+    if (d.reason == Reason::copy_source_not_allowed) {
+      CHECK(d.detail.rfind("copy source ", 0) == 0);
+    }
+    if (d.reason == Reason::bad_request) {
+      CHECK(d.detail.find("x-amz-copy-source") != std::string::npos);
+    }
+    CHECK(d.detail.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("decide: the copy-source denial names what is missing", "[decision][copy_source]") {
+  const Config config = copyConfig(PolicyMode::enforce);
+  DecisionInput in;
+  in.client = ip("10.1.2.3");
+  in.kind = HTTP;
+  in.method = "PUT";
+  in.host = "studio-media.s3.us-west-2.amazonaws.com";
+  in.port = 80;
+  in.path = "/k";
+  in.copy_source = "other-bucket/k";
+  CHECK(decide(config, in).detail == "copy source bucket other-bucket is not allowed");
+  in.copy_source = "arn:aws:s3:us-west-2:111122223333:accesspoint/ap1/object/k";
+  CHECK(decide(config, in).detail ==
+        "copy source access point ap1-111122223333.s3-accesspoint.us-west-2.amazonaws.com is not "
+        "listed under hosts");
+  in.copy_source = "studio-media";
+  CHECK(decide(config, in).detail == "the x-amz-copy-source header cannot be read (no_key)");
 }

@@ -72,7 +72,7 @@ const std::vector<std::string> kReasonNames = {
     "header_too_large",
     "dns_failed",
     "connect_failed",
-    "upstream_tls_failed", "upstream_bad_response",
+    "upstream_tls_failed", "upstream_bad_response", "copy_source_not_allowed", "inspect_not_covered", "auth_required", "auth_failed", "client_limit", "rate_limited",
     "dns_timeout",
     "connect_timeout",
     "overloaded",

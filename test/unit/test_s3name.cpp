@@ -192,7 +192,7 @@ TEST_CASE("every service form in every partition", "[s3name]") {
       {"s3-object-lambda", S3NameKind::object_lambda, "olap-111122223333"},
       {"s3-outposts", S3NameKind::outposts, "ap-111122223333.op-01ac5d28a6a232904"},
       {"s3express-control", S3NameKind::express, ""},
-      {"s3express-usw2-az1", S3NameKind::express, ""},
+      {"s3express-usw2-az1", S3NameKind::express, "scratch--usw2-az1--x-s3"},
   };
   const std::vector<std::string> regions = {"us-west-2", "us-gov-west-1", "cn-north-1",
                                             "eu-central-1", "zz-test-9"};
@@ -216,10 +216,13 @@ TEST_CASE("every service form in every partition", "[s3name]") {
             const S3Name name = parseS3Name(host);
             CHECK(s3NameKindName(name.kind) == s3NameKindName(service.kind));
             CHECK(name.region == region);
-            CHECK(name.bucket.empty());
+            // S3 Express is a bucket endpoint: its zonal names carry the bucket.
+            const bool express = service.kind == S3NameKind::express;
+            CHECK(name.bucket ==
+                  (express && host != endpoint ? std::string(service.prefix) : std::string()));
             CHECK(name.dualstack == dualstack);
             CHECK(name.fips == fips);
-            CHECK_FALSE(isBucketEndpoint(name.kind));
+            CHECK(isBucketEndpoint(name.kind) == express);
           }
           // The other partition's suffix: not an S3 name at all.
           const std::string wrong =
@@ -319,7 +322,7 @@ TEST_CASE("parseS3Name: the S3 services that are not bucket endpoints", "[s3name
        "", false, false},
       {"s3-outposts.us-west-2.amazonaws.com", OUT, "us-west-2", "", false, false},
       {"s3-outposts-fips.us-gov-west-1.amazonaws.com", OUT, "us-gov-west-1", "", false, true},
-      // S3 Express One Zone: zonal names carry the directory bucket.
+      // S3 Express One Zone: zonal names carry the directory bucket (a bucket endpoint).
       {"media--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2",
        "media--usw2-az1--x-s3", false, false},
       {"s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2", "", false, false},
@@ -327,6 +330,17 @@ TEST_CASE("parseS3Name: the S3 services that are not bucket endpoints", "[s3name
       {"s3express-control-fips.us-east-1.amazonaws.com", EXP, "us-east-1", "", false, true},
       {"media--use1-az4--x-s3.s3express-fips-use1-az4.us-east-1.amazonaws.com", EXP, "us-east-1",
        "media--use1-az4--x-s3", false, true},
+      // The zone is decide()'s question: a bucket of another zone, or not a directory
+      // bucket at all, is still the name's bucket here.
+      {"media--use1-az4--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2",
+       "media--use1-az4--x-s3", false, false},
+      {"media.s3express-usw2-az1.us-west-2.amazonaws.com", EXP, "us-west-2", "media", false, false},
+      // In front of an S3 Express endpoint, only a bucket name S3 would serve: anything
+      // else is not an S3 name (never a bucket rule's), and s3express-control has none.
+      {"my_bucket--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", N, "", "", false,
+       false},
+      {"ab.s3express-usw2-az1.us-west-2.amazonaws.com", N, "", "", false, false},
+      {"media--usw2-az1--x-s3.s3express-control.us-west-2.amazonaws.com", N, "", "", false, false},
       {"s3express.us-west-2.amazonaws.com", N, "", "", false, false},
       {"s3express-.us-west-2.amazonaws.com", N, "", "", false, false},
       {"s3express-1az.us-west-2.amazonaws.com", N, "", "", false, false},
@@ -340,7 +354,91 @@ TEST_CASE("parseS3Name: the S3 services that are not bucket endpoints", "[s3name
     CHECK(name.bucket == row.bucket);
     CHECK(name.dualstack == row.dualstack);
     CHECK(name.fips == row.fips);
-    CHECK(isBucketEndpoint(name.kind) == (row.kind == V));
+    CHECK(isBucketEndpoint(name.kind) == (row.kind == V || row.kind == EXP));
+  }
+}
+
+TEST_CASE("parseS3Name: the zone of an S3 Express name", "[s3name]") {
+  struct Row {
+    const char* host;
+    const char* zone;
+    bool bucket_outside_name;
+  };
+  const Row rows[] = {
+      {"scratch--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com", "usw2-az1", false},
+      {"scratch--use1-az4--x-s3.s3express-fips-use1-az4.us-east-1.amazonaws.com", "use1-az4",
+       false},
+      {"scratch--usw2-lax1-az1--x-s3.s3express-usw2-lax1-az1.us-west-2.amazonaws.com",
+       "usw2-lax1-az1", false},
+      {"s3express-usw2-az1.us-west-2.amazonaws.com", "usw2-az1", true},
+      {"s3express-control.us-west-2.amazonaws.com", "", true},
+      {"s3express-control-fips.us-gov-west-1.amazonaws.com", "", true},
+      {"s3express-control.cn-north-1.amazonaws.com.cn", "", true},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.host);
+    const S3Name name = parseS3Name(row.host);
+    CHECK(name.kind == S3NameKind::express);
+    CHECK(name.zone == row.zone);
+    CHECK(bucketOutsideName(name) == row.bucket_outside_name);
+  }
+  // Other kinds have no zone; only the bare endpoints have the bucket outside the name.
+  CHECK(parseS3Name("media.s3.us-west-2.amazonaws.com").zone.empty());
+  CHECK(bucketOutsideName(parseS3Name("s3.us-west-2.amazonaws.com")));
+  CHECK_FALSE(bucketOutsideName(parseS3Name("media.s3.us-west-2.amazonaws.com")));
+  CHECK_FALSE(bucketOutsideName(parseS3Name("s3-control.us-west-2.amazonaws.com")));
+  CHECK_FALSE(bucketOutsideName(parseS3Name("example.com")));
+}
+
+TEST_CASE("isValidHostPattern", "[s3name]") {
+  struct Row {
+    std::string pattern;
+    bool valid;
+    const char* why;  // a part of the reason given
+  };
+  const std::vector<Row> rows = {
+      {"sts.us-west-2.amazonaws.com", true, ""},
+      {"sts.*.amazonaws.com", true, ""},
+      {"*.internal.example", true, ""},
+      {"*.*.internal.example", true, ""},
+      {"*.s3-accesspoint.*.amazonaws.com", true, ""},
+      {"_svc.internal.example", true, ""},
+      {"localhost", true, ""},
+      {"a-b.c_d.example", true, ""},
+      {"x.123", false, "IP address"},
+      {"10.0.0.1", false, "IP address"},
+      {"*.10", false, "\"*\" may not stand for the last two labels"},
+      {"*", false, "\"*\" may not stand for the last two labels"},
+      {"*.com", false, "\"*\" may not stand for the last two labels"},
+      {"sts.*.*", false, "\"*\" may not stand for the last two labels"},
+      {"sts.us-west-2.*", false, "\"*\" may not stand for the last two labels"},
+      {"sts-*.amazonaws.com", false, "a whole label"},
+      {"**.amazonaws.com", false, "a whole label"},
+      {"s?s.amazonaws.com", false, "only lower-case letters"},
+      {"STS.amazonaws.com", false, "only lower-case letters"},
+      {"sts amazonaws.com", false, "only lower-case letters"},
+      {"sts..amazonaws.com", false, "a label is empty"},
+      {".amazonaws.com", false, "a label is empty"},
+      {"amazonaws.com.", false, "a label is empty"},  // normalised names have no dot there
+      {"", false, "empty"},
+      {"-sts.amazonaws.com", false, "begin or end with '-'"},
+      {"sts-.amazonaws.com", false, "begin or end with '-'"},
+      {std::string(64, 'a') + ".example", false, "longer than 63"},
+      {std::string(63, 'a') + ".example", true, ""},
+      {std::string(250, 'a').insert(60, ".").insert(120, ".").insert(180, ".") + ".com", false,
+       "longer than 253"},
+  };
+  for (const auto& row : rows) {
+    CAPTURE(row.pattern);
+    std::string why;
+    CHECK(isValidHostPattern(row.pattern, &why) == row.valid);
+    if (row.valid) {
+      CHECK(why.empty());
+    } else {
+      CAPTURE(why);
+      CHECK(why.find(row.why) != std::string::npos);
+    }
+    CHECK(isValidHostPattern(row.pattern) == row.valid);  // `why` is optional
   }
 }
 
@@ -360,9 +458,10 @@ TEST_CASE("s3NameKindName", "[s3name]") {
 TEST_CASE("isBucketEndpoint", "[s3name]") {
   CHECK(isBucketEndpoint(S3NameKind::endpoint));
   CHECK(isBucketEndpoint(S3NameKind::virtual_hosted));
+  CHECK(isBucketEndpoint(S3NameKind::express));
   for (S3NameKind kind : {S3NameKind::not_s3, S3NameKind::access_point, S3NameKind::s3_control,
                           S3NameKind::accelerate, S3NameKind::multi_region_access_point,
-                          S3NameKind::object_lambda, S3NameKind::outposts, S3NameKind::express}) {
+                          S3NameKind::object_lambda, S3NameKind::outposts}) {
     CAPTURE(s3NameKindName(kind));
     CHECK_FALSE(isBucketEndpoint(kind));
   }
