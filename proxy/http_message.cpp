@@ -183,23 +183,40 @@ ConnectionOptions connectionOptions(const std::vector<HeaderField>& headers) {
   return out;
 }
 
-// Whether a Connection field names `name`.
-bool namedByConnection(const std::vector<HeaderField>& headers, std::string_view name) {
-  bool named = false;
-  for (const HeaderField& field : headers) {
-    if (!equalsIgnoreCase(field.name, "connection")) {
-      continue;
-    }
-    forEachElement(field.value, [&](std::string_view option) {
-      named = equalsIgnoreCase(option, name);
-      return !named;
-    });
-    if (named) {
-      return true;
-    }
-  }
-  return false;
+// Case-insensitive ASCII order, for looking field names up.
+bool lessIgnoreCase(std::string_view a, std::string_view b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
+                                      [](char x, char y) { return lowerAscii(x) < lowerAscii(y); });
 }
+
+// The field names the Connection fields list. Gathered in one pass and sorted,
+// then looked up per field: n options against m fields cost O((n + m) log n),
+// where asking every field of every option cost O(n * m) (a 64 KB head could
+// list thousands of options). No Connection field, no allocation.
+class ConnectionNames {
+ public:
+  explicit ConnectionNames(const std::vector<HeaderField>& headers) {
+    for (const HeaderField& field : headers) {
+      if (!equalsIgnoreCase(field.name, "connection")) {
+        continue;
+      }
+      forEachElement(field.value, [this](std::string_view option) {
+        if (!option.empty()) {
+          names_.push_back(option);
+        }
+        return true;
+      });
+    }
+    std::sort(names_.begin(), names_.end(), lessIgnoreCase);
+  }
+
+  bool contains(std::string_view name) const {
+    return std::binary_search(names_.begin(), names_.end(), name, lessIgnoreCase);
+  }
+
+ private:
+  std::vector<std::string_view> names_;  // inside the head's fields
+};
 
 // A Host field value: host, host:port, [v6] or [v6]:port. The port is 1 to
 // 65535 without leading zeros, 80 when not written.
@@ -309,9 +326,10 @@ std::string_view fieldLine(std::string_view raw, const HeaderField& field) {
 // Appends every field line of `headers` (all inside `raw`) but the hop-by-hop ones.
 void appendEndToEndFields(HeadPieces& out, std::string_view raw,
                           const std::vector<HeaderField>& headers) {
+  const ConnectionNames named(headers);
   for (const HeaderField& field : headers) {
-    const bool drop = !isProtected(field.name) &&
-                      (isHopByHop(field.name) || namedByConnection(headers, field.name));
+    const bool drop =
+        !isProtected(field.name) && (isHopByHop(field.name) || named.contains(field.name));
     if (!drop) {
       out.append(fieldLine(raw, field), raw);
     }
@@ -512,6 +530,13 @@ bool isHopByHop(std::string_view name) {
   };
   return std::any_of(kHopByHop.begin(), kHopByHop.end(),
                      [name](std::string_view hop) { return equalsIgnoreCase(name, hop); });
+}
+
+bool isIdempotentMethod(std::string_view method) {
+  static constexpr std::array<std::string_view, 6> kIdempotent = {
+      "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE",
+  };
+  return std::find(kIdempotent.begin(), kIdempotent.end(), method) != kIdempotent.end();
 }
 
 HeadPieces rewriteRequestHead(const RequestHead& head, ConnectionField add) {
