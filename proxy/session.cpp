@@ -736,27 +736,7 @@ void Session::startTunnel() {
   bool sni = listener_.mode == ListenerMode::sni;
   FirstBytesInspector inspector;
   if (config_->tunnel.verify_sni && !sni) {
-    std::string expected = decision_.host;
-    inspector = [expected](std::string_view bytes) {
-      ClientHelloInfo hello = peekClientHello(bytes);
-      switch (hello.status) {
-        case ClientHelloStatus::incomplete:
-          return InspectVerdict::need_more;
-        case ClientHelloStatus::not_tls:
-          return InspectVerdict::pass;  // SPEC: non-TLS client bytes are relayed as they are
-        case ClientHelloStatus::malformed:
-        case ClientHelloStatus::no_sni:
-          return InspectVerdict::deny;
-        case ClientHelloStatus::ok: {
-          std::string name;
-          if (!normalizeHostName(hello.server_name, &name)) {
-            return InspectVerdict::deny;
-          }
-          return name == expected ? InspectVerdict::pass : InspectVerdict::deny;
-        }
-      }
-      return InspectVerdict::deny;
-    };
+    inspector = sniInspector(decision_.host);
   }
   RelayOptions options;
   options.idle_timeout = config_->limits.idle_timeout;
@@ -856,10 +836,10 @@ void Session::onForwardDone(ForwardResult result) {
   bool no_body = framing_.body.kind == BodyKind::none ||
                  (framing_.body.kind == BodyKind::content_length && framing_.body.length == 0);
   if (result.error != Reason::none && result.upstream_silent && upstream_reused_ && no_body &&
-      !resent_) {
+      isIdempotentMethod(head_.method) && !resent_) {
     // A kept-alive connection the upstream closed as the request went out
     // (it had closed it while idle, the close still on its way): the request
-    // had no body, so it goes once more on a new connection. In `in_` it is
+    // had no body and is idempotent, so it goes once more on a new connection. In `in_` it is
     // still whole.
     resent_ = true;
     transitionTo(State::resolving);
