@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <unordered_set>
 #include <utility>
 
 // Choices where RFC 9112 lets an intermediary be lenient, taken the strict way
@@ -183,39 +184,78 @@ ConnectionOptions connectionOptions(const std::vector<HeaderField>& headers) {
   return out;
 }
 
-// Case-insensitive ASCII order, for looking field names up.
-bool lessIgnoreCase(std::string_view a, std::string_view b) {
-  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(),
-                                      [](char x, char y) { return lowerAscii(x) < lowerAscii(y); });
+// Case-insensitive hashing and equality for field names (ASCII).
+struct FoldedHash {
+  size_t operator()(std::string_view text) const {
+    uint64_t h = 14695981039346656037ULL;  // FNV-1a
+    for (char c : text) {
+      h = (h ^ static_cast<uint8_t>(lowerAscii(c))) * 1099511628211ULL;
+    }
+    return static_cast<size_t>(h);
+  }
+};
+struct FoldedEqual {
+  bool operator()(std::string_view a, std::string_view b) const { return equalsIgnoreCase(a, b); }
+};
+using FoldedNames = std::unordered_set<std::string_view, FoldedHash, FoldedEqual>;
+
+// Calls fn(option) for every non-empty option of every Connection field.
+template <typename Fn>
+void forEachConnectionOption(const std::vector<HeaderField>& headers, Fn&& fn) {
+  for (const HeaderField& field : headers) {
+    if (!equalsIgnoreCase(field.name, "connection")) {
+      continue;
+    }
+    forEachElement(field.value, [&fn](std::string_view option) {
+      if (!option.empty()) {
+        fn(option);
+      }
+      return true;
+    });
+  }
 }
 
-// The field names the Connection fields list. Gathered in one pass and sorted,
-// then looked up per field: n options against m fields cost O((n + m) log n),
-// where asking every field of every option cost O(n * m) (a 64 KB head could
-// list thousands of options). No Connection field, no allocation.
+// The field names the Connection fields list, asked once per field. A few
+// options (the usual "close" or "keep-alive") are compared directly; many are
+// looked up in a hash of the head's field names, one pass: a head listing
+// thousands of options costs time linear in its size, where asking every
+// field of every option cost options x fields (a 64 KB head could list 30000).
 class ConnectionNames {
  public:
   explicit ConnectionNames(const std::vector<HeaderField>& headers) {
-    for (const HeaderField& field : headers) {
-      if (!equalsIgnoreCase(field.name, "connection")) {
-        continue;
-      }
-      forEachElement(field.value, [this](std::string_view option) {
-        if (!option.empty()) {
-          names_.push_back(option);
-        }
-        return true;
-      });
+    size_t count = 0;
+    forEachConnectionOption(headers, [&count](std::string_view) { ++count; });
+    if (count <= kDirect) {
+      forEachConnectionOption(headers,
+                              [this](std::string_view option) { options_.push_back(option); });
+      return;
     }
-    std::sort(names_.begin(), names_.end(), lessIgnoreCase);
+    hashed_ = true;
+    FoldedNames fields;
+    for (const HeaderField& field : headers) {
+      fields.insert(field.name);
+    }
+    forEachConnectionOption(headers, [&](std::string_view option) {
+      auto it = fields.find(option);
+      if (it != fields.end()) {
+        named_.insert(*it);
+      }
+    });
   }
 
   bool contains(std::string_view name) const {
-    return std::binary_search(names_.begin(), names_.end(), name, lessIgnoreCase);
+    if (hashed_) {
+      return named_.count(name) != 0;
+    }
+    return std::any_of(options_.begin(), options_.end(),
+                       [name](std::string_view option) { return equalsIgnoreCase(option, name); });
   }
 
  private:
-  std::vector<std::string_view> names_;  // inside the head's fields
+  static constexpr size_t kDirect = 16;
+  bool hashed_ = false;
+  std::vector<std::string_view> options_;  // when few; inside the head
+  FoldedNames named_;                      // when many: the head's field names that are named
 };
 
 // A Host field value: host, host:port, [v6] or [v6]:port. The port is 1 to
