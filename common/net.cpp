@@ -20,17 +20,41 @@ bool isV4Mapped(const std::array<uint8_t, 16>& bytes) {
   return bytes[10] == 0xff && bytes[11] == 0xff;
 }
 
-// The four IPv4 bytes an address stands for: its own for IPv4, the embedded ones
-// for an IPv4-mapped IPv6 address (a socket connecting to ::ffff:127.0.0.1 reaches
-// 127.0.0.1, so the classification must see through the mapping).
+// The four IPv4 bytes an address stands for: its own for IPv4, the embedded
+// ones for the IPv6 forms that carry an IPv4 address a packet can end up at, so
+// that the classification sees through them (with no allowed_networks, an
+// answer of 64:ff9b::a9fe:a9fe must be refused like 169.254.169.254):
+// - IPv4-mapped ::ffff:a.b.c.d (a socket connecting to ::ffff:127.0.0.1
+//   reaches 127.0.0.1);
+// - NAT64's well-known prefix 64:ff9b::a.b.c.d (RFC 6052): the translator
+//   connects to a.b.c.d;
+// - 6to4 2002:AABB:CCDD::/48 (RFC 3056): the relay sends to AA.BB.CC.DD;
+// - IPv4-compatible ::a.b.c.d (RFC 4291, deprecated; a host with a SIT tunnel
+//   still routes it to a.b.c.d), but not :: and ::1, IPv6's own unspecified
+//   and loopback addresses.
 bool v4View(const IpAddress& ip, std::array<uint8_t, 4>* out) {
   const auto& b = ip.bytes();
   if (ip.isV4()) {
     *out = {b[0], b[1], b[2], b[3]};
     return true;
   }
-  if (ip.isV6() && isV4Mapped(b)) {
+  if (!ip.isV6()) {
+    return false;
+  }
+  static constexpr std::array<uint8_t, 12> kNat64 = {0x00, 0x64, 0xff, 0x9b, 0, 0,
+                                                     0,    0,    0,    0,    0, 0};
+  const bool first_ten_zero =
+      std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; });
+  const bool mapped = first_ten_zero && b[10] == 0xff && b[11] == 0xff;
+  const bool compatible = first_ten_zero && b[10] == 0 && b[11] == 0 &&
+                          (b[12] != 0 || b[13] != 0 || b[14] != 0 || b[15] > 1);
+  const bool nat64 = std::equal(kNat64.begin(), kNat64.end(), b.begin());
+  if (mapped || compatible || nat64) {
     *out = {b[12], b[13], b[14], b[15]};
+    return true;
+  }
+  if (b[0] == 0x20 && b[1] == 0x02) {
+    *out = {b[2], b[3], b[4], b[5]};
     return true;
   }
   return false;

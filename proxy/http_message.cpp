@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <limits>
+#include <unordered_set>
 #include <utility>
 
 // Choices where RFC 9112 lets an intermediary be lenient, taken the strict way
@@ -183,23 +184,79 @@ ConnectionOptions connectionOptions(const std::vector<HeaderField>& headers) {
   return out;
 }
 
-// Whether a Connection field names `name`.
-bool namedByConnection(const std::vector<HeaderField>& headers, std::string_view name) {
-  bool named = false;
+// Case-insensitive hashing and equality for field names (ASCII).
+struct FoldedHash {
+  size_t operator()(std::string_view text) const {
+    uint64_t h = 14695981039346656037ULL;  // FNV-1a
+    for (char c : text) {
+      h = (h ^ static_cast<uint8_t>(lowerAscii(c))) * 1099511628211ULL;
+    }
+    return static_cast<size_t>(h);
+  }
+};
+struct FoldedEqual {
+  bool operator()(std::string_view a, std::string_view b) const { return equalsIgnoreCase(a, b); }
+};
+using FoldedNames = std::unordered_set<std::string_view, FoldedHash, FoldedEqual>;
+
+// Calls fn(option) for every non-empty option of every Connection field.
+template <typename Fn>
+void forEachConnectionOption(const std::vector<HeaderField>& headers, Fn&& fn) {
   for (const HeaderField& field : headers) {
     if (!equalsIgnoreCase(field.name, "connection")) {
       continue;
     }
-    forEachElement(field.value, [&](std::string_view option) {
-      named = equalsIgnoreCase(option, name);
-      return !named;
-    });
-    if (named) {
+    forEachElement(field.value, [&fn](std::string_view option) {
+      if (!option.empty()) {
+        fn(option);
+      }
       return true;
-    }
+    });
   }
-  return false;
 }
+
+// The field names the Connection fields list, asked once per field. A few
+// options (the usual "close" or "keep-alive") are compared directly; many are
+// looked up in a hash of the head's field names, one pass: a head listing
+// thousands of options costs time linear in its size, where asking every
+// field of every option cost options x fields (a 64 KB head could list 30000).
+class ConnectionNames {
+ public:
+  explicit ConnectionNames(const std::vector<HeaderField>& headers) {
+    size_t count = 0;
+    forEachConnectionOption(headers, [&count](std::string_view) { ++count; });
+    if (count <= kDirect) {
+      forEachConnectionOption(headers,
+                              [this](std::string_view option) { options_.push_back(option); });
+      return;
+    }
+    hashed_ = true;
+    FoldedNames fields;
+    for (const HeaderField& field : headers) {
+      fields.insert(field.name);
+    }
+    forEachConnectionOption(headers, [&](std::string_view option) {
+      auto it = fields.find(option);
+      if (it != fields.end()) {
+        named_.insert(*it);
+      }
+    });
+  }
+
+  bool contains(std::string_view name) const {
+    if (hashed_) {
+      return named_.count(name) != 0;
+    }
+    return std::any_of(options_.begin(), options_.end(),
+                       [name](std::string_view option) { return equalsIgnoreCase(option, name); });
+  }
+
+ private:
+  static constexpr size_t kDirect = 16;
+  bool hashed_ = false;
+  std::vector<std::string_view> options_;  // when few; inside the head
+  FoldedNames named_;                      // when many: the head's field names that are named
+};
 
 // A Host field value: host, host:port, [v6] or [v6]:port. The port is 1 to
 // 65535 without leading zeros, 80 when not written.
@@ -309,9 +366,10 @@ std::string_view fieldLine(std::string_view raw, const HeaderField& field) {
 // Appends every field line of `headers` (all inside `raw`) but the hop-by-hop ones.
 void appendEndToEndFields(HeadPieces& out, std::string_view raw,
                           const std::vector<HeaderField>& headers) {
+  const ConnectionNames named(headers);
   for (const HeaderField& field : headers) {
-    const bool drop = !isProtected(field.name) &&
-                      (isHopByHop(field.name) || namedByConnection(headers, field.name));
+    const bool drop =
+        !isProtected(field.name) && (isHopByHop(field.name) || named.contains(field.name));
     if (!drop) {
       out.append(fieldLine(raw, field), raw);
     }
@@ -512,6 +570,13 @@ bool isHopByHop(std::string_view name) {
   };
   return std::any_of(kHopByHop.begin(), kHopByHop.end(),
                      [name](std::string_view hop) { return equalsIgnoreCase(name, hop); });
+}
+
+bool isIdempotentMethod(std::string_view method) {
+  static constexpr std::array<std::string_view, 6> kIdempotent = {
+      "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE",
+  };
+  return std::find(kIdempotent.begin(), kIdempotent.end(), method) != kIdempotent.end();
 }
 
 HeadPieces rewriteRequestHead(const RequestHead& head, ConnectionField add) {

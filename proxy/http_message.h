@@ -80,6 +80,13 @@ enum class ConnectionField { none, close, keep_alive };
 // Trailer is kept: chunked bodies go on unchanged, trailer section included.
 bool isHopByHop(std::string_view name);
 
+// Whether a request with this method may be sent again after a connection
+// failed before any of its response arrived: the idempotent methods of RFC 9110
+// section 9.2.2 (GET, HEAD, PUT, DELETE, OPTIONS, TRACE). Methods are
+// case-sensitive: "get" is not GET. A POST, even without a body, may have had
+// its effect already (S3's POST ?delete, ?restore, multipart completion).
+bool isIdempotentMethod(std::string_view method);
+
 // The request to send upstream: "METHOD /path?query HTTP/1.1", then every field
 // line byte for byte as received and in order but the hop-by-hop ones, then
 // `add`. Host is kept as written (SigV4 signs it); a request in absolute-form

@@ -217,16 +217,19 @@ class StreamRelay final : public Relay {
     bool progress = true;
     int rounds = 0;
     // A bound on rounds keeps one busy tunnel from starving the loop.
-    while (progress && !finished_ && rounds++ < 16) {
+    while (progress && !finished_ && !denying_ && rounds++ < 16) {
       progress = move(up_);
-      if (finished_) {
-        return;
+      if (finished_ || denying_) {
+        break;
       }
       progress |= move(down_);
     }
+    if (denying_) {
+      flushDenied();
+    }
     if (!finished_) {
       updateInterest();
-      if (progress) {
+      if (progress && !denying_) {
         // More to do, but other connections get their turn first.
         kick();
       }
@@ -239,7 +242,7 @@ class StreamRelay final : public Relay {
   // reports ready (or OpenSSL holds bytes already read).
   bool move(Flow& d) {
     bool progress = d.write_blocked ? false : flush(d);
-    if (finished_) {
+    if (finished_ || denying_) {
       return true;
     }
     if (d.wantsRead() && !(d.read_blocked && !d.src->hasBufferedInput())) {
@@ -515,6 +518,12 @@ class StreamRelay final : public Relay {
     if (inspect_needs_more_ && !up_.src_eof && !up_.full()) {
       return false;  // nothing new since the inspector asked for more
     }
+    if (up_.buffered() == 0) {
+      // The client closed without sending a byte: nothing was sent that could
+      // name another host (SPEC: such a tunnel is allowed, closed client_eof).
+      inspector_ = nullptr;
+      return true;
+    }
     InspectVerdict verdict =
         inspector_(std::string_view(up_.buf ? up_.buf.get() + up_.begin : "", up_.buffered()));
     if (verdict == InspectVerdict::need_more && !up_.src_eof && !up_.full()) {
@@ -522,11 +531,41 @@ class StreamRelay final : public Relay {
       return false;
     }
     if (verdict != InspectVerdict::pass) {
-      finish(RelayClose::inspect_denied);
+      deny();
       return false;
     }
     inspector_ = nullptr;
     return true;
+  }
+
+  // The inspector refused the client's bytes. The client was promised
+  // "200, then closed": whatever is left of the 200 head still goes to it (the
+  // refused bytes may have come in the same packet as the CONNECT, before any
+  // of it was written), and nothing more moves either way.
+  void deny() {
+    denying_ = true;
+    inspector_ = nullptr;
+    up_.buf.reset();  // refused: never sent (no pipe while inspecting)
+    up_.begin = up_.end = 0;
+  }
+
+  // Writes what remains of the uncounted prefix (the 200 head) to the client;
+  // ends the relay once it has all gone, or on an error. Only the head: bytes
+  // from the upstream behind it are not passed on.
+  void flushDenied() {
+    Flow& d = down_;
+    if (d.bytes < d.uncounted && d.buffered() > 0 && !d.write_blocked) {
+      const size_t left = static_cast<size_t>(
+          std::min<uint64_t>(d.uncounted - d.bytes, static_cast<uint64_t>(d.buffered())));
+      size_t written = 0;
+      if (!writeOut(d, d.buf.get() + d.begin, left, &written)) {
+        return;  // finished with client_error
+      }
+      d.begin += written;
+    }
+    if (d.bytes >= d.uncounted || d.buffered() == 0) {
+      finish(RelayClose::inspect_denied);
+    }
   }
 
   void updateInterest() {
@@ -534,6 +573,12 @@ class StreamRelay final : public Relay {
     // blocked on it (for TLS either may need the other readiness).
     short client = 0;
     short upstream = 0;
+    if (denying_) {
+      // Only the rest of the 200 head, to the client.
+      setSocketInterest(client_event_.get(), client_->writeWants());
+      setSocketInterest(upstream_event_.get(), 0);
+      return;
+    }
     if (up_.wantsRead()) {
       client |= client_->readWants();
     }
@@ -592,6 +637,11 @@ class StreamRelay final : public Relay {
     if (finished_) {
       return;
     }
+    if (denying_) {
+      // However the rest of the 200 went (or did not: a reset, the idle
+      // timeout, a stop), the tunnel ended because its first bytes were refused.
+      close = RelayClose::inspect_denied;
+    }
     finished_ = true;
     close_ = close;
     client_event_.reset();
@@ -627,6 +677,7 @@ class StreamRelay final : public Relay {
   Clock::time_point last_activity_;
   bool finished_ = false;
   bool inspect_needs_more_ = false;
+  bool denying_ = false;  // the inspector refused: the 200 head goes out, then the end
   RelayClose close_ = RelayClose::client_eof;
 };
 

@@ -54,12 +54,6 @@ CloseCause closeOfRelay(RelayClose close) {
   return CloseCause::error;
 }
 
-// RFC 9110 section 9.2.2: a request that may be sent twice.
-bool idempotent(std::string_view method) {
-  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
-         method == "OPTIONS" || method == "TRACE";
-}
-
 }  // namespace
 
 std::string_view Session::stateName(State state) {
@@ -611,27 +605,7 @@ void Session::startTunnel(UniqueFd upstream) {
   bool sni = listener_.mode == ListenerMode::sni;
   FirstBytesInspector inspector;
   if (config().tunnel.verify_sni && !sni) {
-    std::string expected = request_.decision.host;
-    inspector = [expected](std::string_view bytes) {
-      ClientHelloInfo hello = peekClientHello(bytes);
-      switch (hello.status) {
-        case ClientHelloStatus::incomplete:
-          return InspectVerdict::need_more;
-        case ClientHelloStatus::not_tls:
-          return InspectVerdict::pass;  // SPEC: non-TLS client bytes are relayed as they are
-        case ClientHelloStatus::malformed:
-        case ClientHelloStatus::no_sni:
-          return InspectVerdict::deny;
-        case ClientHelloStatus::ok: {
-          std::string name;
-          if (!normalizeHostName(hello.server_name, &name)) {
-            return InspectVerdict::deny;
-          }
-          return name == expected ? InspectVerdict::pass : InspectVerdict::deny;
-        }
-      }
-      return InspectVerdict::deny;
-    };
+    inspector = sniInspector(request_.decision.host);
   } else {
     countDecision(request_.decision.verdict);  // nothing left that could overrule it
   }
@@ -747,7 +721,7 @@ void Session::onForwardDone(ForwardResult result) {
   bool no_body = framing.body.kind == BodyKind::none ||
                  (framing.body.kind == BodyKind::content_length && framing.body.length == 0);
   if (result.error != Reason::none && result.upstream_silent && request_.upstream_reused &&
-      no_body && idempotent(request_.head.method) && !request_.resent) {
+      no_body && isIdempotentMethod(request_.head.method) && !request_.resent) {
     // A kept-alive connection the upstream closed as the request went out
     // (it had closed it while idle, the close still on its way): the request
     // may be sent twice (RFC 9110 9.2.2) and had no body, so it goes once

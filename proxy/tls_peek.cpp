@@ -1,12 +1,19 @@
 #include "proxy/tls_peek.h"
 
 #include <cstdint>
+#include <utility>
+
+#include "acl/decision.h"
 
 namespace s3gate {
 
 namespace {
 
+constexpr uint8_t kFirstRecordType = 20;  // change_cipher_spec
 constexpr uint8_t kHandshakeRecord = 22;
+constexpr uint8_t kLastRecordType = 24;  // heartbeat
+constexpr uint8_t kTlsMajor = 3;         // SSL 3.0 and every TLS version
+constexpr uint8_t kSsl2ClientHello = 1;
 constexpr uint8_t kClientHello = 1;
 constexpr uint16_t kServerNameExtension = 0;
 constexpr uint8_t kHostNameType = 0;
@@ -122,25 +129,64 @@ ClientHelloInfo parseClientHelloBody(std::string_view body) {
   return info;
 }
 
+// How the first bytes look before any record is parsed. A TLS server takes for
+// a ClientHello more than a well-formed TLS 1.x record: OpenSSL reads an
+// SSLv2-format hello (a two-byte header with the high bit set, then message
+// type 1), any stack may be lenient about a record's version, and OpenSSL skips
+// warning alerts that come before the hello. So anything that starts like one
+// of those is TLS here, and must carry a ClientHello with a server name; only
+// bytes that no TLS server would read as the start of a handshake are not_tls.
+ClientHelloStatus firstBytesClass(std::string_view bytes) {
+  const auto first = static_cast<uint8_t>(bytes[0]);
+  if ((first & 0x80) != 0) {
+    // SSLv2 record header: length (15 bits), then the message type. An
+    // SSLv2-format ClientHello has no extensions, hence no server name.
+    if (bytes.size() < 3) {
+      return ClientHelloStatus::incomplete;
+    }
+    return static_cast<uint8_t>(bytes[2]) == kSsl2ClientHello ? ClientHelloStatus::no_sni
+                                                              : ClientHelloStatus::not_tls;
+  }
+  if (first == kHandshakeRecord) {
+    return ClientHelloStatus::incomplete;  // a handshake record, whatever its version
+  }
+  if (first >= kFirstRecordType && first <= kLastRecordType) {
+    // Another TLS record type (change_cipher_spec, alert, application_data,
+    // heartbeat) with a TLS version: a TLS stream that does not start with
+    // its ClientHello.
+    if (bytes.size() < 2) {
+      return ClientHelloStatus::incomplete;
+    }
+    return static_cast<uint8_t>(bytes[1]) == kTlsMajor ? ClientHelloStatus::malformed
+                                                       : ClientHelloStatus::not_tls;
+  }
+  return ClientHelloStatus::not_tls;
+}
+
 }  // namespace
 
 ClientHelloInfo peekClientHello(std::string_view bytes, size_t max_bytes) {
   ClientHelloInfo info;
-  // Gather the handshake message from consecutive handshake records.
+  if (bytes.empty()) {
+    return info;  // incomplete
+  }
+  info.status = firstBytesClass(bytes);
+  if (info.status != ClientHelloStatus::incomplete ||
+      static_cast<uint8_t>(bytes[0]) != kHandshakeRecord) {
+    return info;
+  }
+  // Gather the handshake message from consecutive handshake records. The
+  // records' version is not looked at: a server might not either.
   std::string handshake;
   size_t pos = 0;
   while (true) {
     if (bytes.size() - pos < 5) {
-      if (pos == 0 && !bytes.empty() && static_cast<uint8_t>(bytes[0]) != kHandshakeRecord) {
-        info.status = ClientHelloStatus::not_tls;
-      }
       return info;  // incomplete
     }
     auto type = static_cast<uint8_t>(bytes[pos]);
-    auto major = static_cast<uint8_t>(bytes[pos + 1]);
     size_t len = static_cast<uint8_t>(bytes[pos + 3]) << 8 | static_cast<uint8_t>(bytes[pos + 4]);
-    if (type != kHandshakeRecord || major != 3) {
-      info.status = pos == 0 ? ClientHelloStatus::not_tls : ClientHelloStatus::malformed;
+    if (type != kHandshakeRecord) {
+      info.status = ClientHelloStatus::malformed;
       return info;
     }
     if (len == 0 || len > 16384) {
@@ -176,6 +222,33 @@ ClientHelloInfo peekClientHello(std::string_view bytes, size_t max_bytes) {
       return info;
     }
   }
+}
+
+InspectVerdict inspectSni(std::string_view client_bytes, std::string_view expected_host) {
+  ClientHelloInfo hello = peekClientHello(client_bytes);
+  switch (hello.status) {
+    case ClientHelloStatus::incomplete:
+      return InspectVerdict::need_more;
+    case ClientHelloStatus::not_tls:
+      return InspectVerdict::pass;  // SPEC: non-TLS client bytes are relayed as they are
+    case ClientHelloStatus::malformed:
+    case ClientHelloStatus::no_sni:
+      return InspectVerdict::deny;
+    case ClientHelloStatus::ok: {
+      std::string name;
+      if (!normalizeHostName(hello.server_name, &name)) {
+        return InspectVerdict::deny;
+      }
+      return name == expected_host ? InspectVerdict::pass : InspectVerdict::deny;
+    }
+  }
+  return InspectVerdict::deny;
+}
+
+FirstBytesInspector sniInspector(std::string expected_host) {
+  return [expected = std::move(expected_host)](std::string_view bytes) {
+    return inspectSni(bytes, expected);
+  };
 }
 
 }  // namespace s3gate

@@ -364,6 +364,60 @@ TEST_CASE("request rewrite: framing fields and Host are never dropped", "[http_m
   REQUIRE(isHopByHop("tE"));
 }
 
+TEST_CASE("rewrites: thousands of Connection options and the fields they name", "[http_message]") {
+  // Every field is looked up among the options once (not every option asked of
+  // every field): a head listing thousands of options stays linear-ish. What
+  // is asserted here is the result; the cost was measured by hand.
+  constexpr int kOptions = 4000;
+  std::string list_a;
+  std::string list_b;
+  for (int i = 0; i < kOptions; ++i) {
+    // Options in upper case, fields in lower case; half in each Connection field.
+    std::string& list = i % 2 == 0 ? list_a : list_b;
+    list += (list.empty() ? "" : " , ") + std::string("X-OPT-") + std::to_string(i);
+  }
+  std::string fields;
+  std::string kept;
+  for (int i = 0; i < kOptions; i += 2) {
+    fields += "x-opt-" + std::to_string(i) + ": named\r\n";  // dropped
+    const std::string line = "x-keep-" + std::to_string(i) + ": not named\r\n";
+    fields += line;
+    kept += line;
+  }
+  // A name that is a prefix or an extension of an option is not named by it.
+  fields += "x-opt: prefix\r\nx-opt-40000: longer\r\n";
+  kept += "x-opt: prefix\r\nx-opt-40000: longer\r\n";
+  const ParseLimits limits{1 << 20, 3 * kOptions};
+
+  static std::string request;
+  request = "GET http://h/ HTTP/1.1\r\nHost: h\r\nConnection: " + list_a + "\r\n" + fields +
+            "Connection: " + list_b + "\r\nContent-Length: 0\r\n\r\n";
+  ParseResult parsed = parseRequestHead(request, limits);
+  REQUIRE(parsed.status == ParseStatus::complete);
+  REQUIRE(checkRequestFraming(parsed.head, true).reason == Reason::none);
+  CHECK(rewriteRequestHead(parsed.head).joined() ==
+        "GET / HTTP/1.1\r\nHost: h\r\n" + kept + "Content-Length: 0\r\n\r\n");
+
+  static std::string response;
+  response = "HTTP/1.1 200 OK\r\nConnection: " + list_a + "\r\n" + fields +
+             "Connection: " + list_b + "\r\nContent-Length: 0\r\n\r\n";
+  ResponseParseResult parsed_response = parseResponseHead(response, limits);
+  REQUIRE(parsed_response.status == ParseStatus::complete);
+  CHECK(rewriteResponseHead(parsed_response.head).joined() ==
+        "HTTP/1.1 200 OK\r\n" + kept + "Content-Length: 0\r\n\r\n");
+}
+
+TEST_CASE("isIdempotentMethod: the methods that may be sent twice", "[http_message]") {
+  for (const char* method : {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"}) {
+    CAPTURE(method);
+    CHECK(isIdempotentMethod(method));
+  }
+  for (const char* method : {"POST", "PATCH", "CONNECT", "get", "Put", "", "GETX", "GE"}) {
+    CAPTURE(method);
+    CHECK_FALSE(isIdempotentMethod(method));
+  }
+}
+
 TEST_CASE("request rewrite: a Connection field added at the end", "[http_message]") {
   static const std::string input = "GET http://h/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
   const RequestHead head = parseRequest(input);

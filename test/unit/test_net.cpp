@@ -108,7 +108,8 @@ TEST_CASE("IpAddress classification", "[net]") {
       {"127.255.255.254", true, false, false, false, false},
       {"128.0.0.1", false, false, false, false, false},
       {"::1", true, false, false, false, false},
-      {"::2", false, false, false, false, false},
+      // IPv4-compatible ::0.0.0.2: "this network", like 0.0.0.2.
+      {"::2", false, false, true, false, false},
       {"169.254.169.254", false, true, false, false, false},
       {"169.253.0.1", false, false, false, false, false},
       {"fe80::1", false, true, false, false, false},
@@ -132,6 +133,28 @@ TEST_CASE("IpAddress classification", "[net]") {
       {"::ffff:0.0.0.0", false, false, true, false, false},
       {"::ffff:224.0.0.1", false, false, false, true, false},
       {"::ffff:255.255.255.255", false, false, false, false, true},
+      // NAT64 (64:ff9b::/96), 6to4 (2002::/16) and IPv4-compatible (::/96)
+      // addresses carry an IPv4 address too: classified as it.
+      {"64:ff9b::127.0.0.1", true, false, false, false, false},
+      {"64:ff9b::a9fe:a9fe", false, true, false, false, false},
+      {"64:ff9b::", false, false, true, false, false},
+      {"64:ff9b::224.0.0.1", false, false, false, true, false},
+      {"64:ff9b::255.255.255.255", false, false, false, false, true},
+      {"64:ff9b::52.218.1.7", false, false, false, false, false},
+      {"64:ff9b:0:0:1::7f00:1", false, false, false, false, false},  // not the /96 prefix
+      {"2002:7f00:1::", true, false, false, false, false},
+      {"2002:7f00:1:ffff::1", true, false, false, false, false},
+      {"2002:a9fe:a9fe::1", false, true, false, false, false},
+      {"2002::1", false, false, true, false, false},
+      {"2002:e000:1::", false, false, false, true, false},
+      {"2002:ffff:ffff::", false, false, false, false, true},
+      {"2002:34da:107::1", false, false, false, false, false},
+      {"2003:7f00:1::", false, false, false, false, false},
+      {"::127.0.0.1", true, false, false, false, false},
+      {"::169.254.169.254", false, true, false, false, false},
+      {"::224.0.0.1", false, false, false, true, false},
+      {"::255.255.255.255", false, false, false, false, true},
+      {"::52.218.1.7", false, false, false, false, false},
   };
   for (const auto& row : rows) {
     CAPTURE(row.text);

@@ -386,6 +386,58 @@ TEST_CASE("relay closes the tunnel when the inspector denies, sending nothing up
   CHECK(peerClosed(h.upstream.app.get()));
 }
 
+TEST_CASE("relay sends the 200 head before closing a tunnel whose first bytes are denied") {
+  // The refused bytes came with the CONNECT (prefix_up): the inspector sees
+  // them before any of the 200 head was written. The client still gets the
+  // whole head, then EOF; the upstream gets nothing.
+  const std::string established = "HTTP/1.1 200 Connection established\r\n\r\n";
+  Mode mode = GENERATE(Mode::unix_copy, Mode::unix_splice, Mode::tcp_splice);
+  INFO(modeName(mode));
+  Harness h(mode);
+  int calls = 0;
+  h.start("\x16\x03\x01 not the CONNECT host", established, RelayOptions{},
+          [&](std::string_view bytes) {
+            ++calls;
+            CHECK(bytes == "\x16\x03\x01 not the CONNECT host");
+            return InspectVerdict::deny;
+          });
+  // Bytes from the upstream behind the head are not passed on.
+  REQUIRE(send(h.upstream.app.get(), "banner", 6, 0) == 6);
+  REQUIRE(h.runUntil([&] { return h.result.has_value(); }));
+  CHECK(calls == 1);
+  CHECK(h.result->close == RelayClose::inspect_denied);
+  CHECK(h.result->bytes_up == 0);
+  CHECK(h.result->bytes_down == 0);
+  CHECK(readAll(h.client.app.get()) == established);
+  CHECK(peerClosed(h.client.app.get()));
+  CHECK(readAll(h.upstream.app.get()).empty());
+  CHECK(peerClosed(h.upstream.app.get()));
+}
+
+TEST_CASE("relay sends the 200 head before closing when the denied bytes come later") {
+  const std::string established = "HTTP/1.1 200 Connection established\r\n\r\n";
+  Mode mode = GENERATE(Mode::unix_copy, Mode::tcp_splice);
+  INFO(modeName(mode));
+  Harness h(mode);
+  h.start({}, established, RelayOptions{}, [](std::string_view bytes) {
+    return bytes.size() < 4 ? InspectVerdict::need_more : InspectVerdict::deny;
+  });
+  std::string got;
+  REQUIRE(h.runUntil([&] {
+    got += readAll(h.client.app.get());
+    return got == established;
+  }));
+  REQUIRE(send(h.client.app.get(), "ab", 2, 0) == 2);
+  h.runUntil([] { return false; }, std::chrono::milliseconds(50));
+  CHECK_FALSE(h.result.has_value());
+  REQUIRE(send(h.client.app.get(), "cd", 2, 0) == 2);
+  REQUIRE(h.runUntil([&] { return h.result.has_value(); }));
+  CHECK(h.result->close == RelayClose::inspect_denied);
+  CHECK(readAll(h.client.app.get()).empty());
+  CHECK(peerClosed(h.client.app.get()));
+  CHECK(readAll(h.upstream.app.get()).empty());
+}
+
 TEST_CASE("splice(2) moves bytes out of and into AF_UNIX stream sockets") {
   // The socketpair-based tests above rely on it for the splice path.
   Pair a = makeUnixPair();

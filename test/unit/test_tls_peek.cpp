@@ -9,6 +9,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "proxy/tls_peek.h"
 
@@ -69,10 +70,100 @@ TEST_CASE("peekClientHello tells a hello without SNI from bytes that are not TLS
   CHECK(peekClientHello(clientHello("")).status == ClientHelloStatus::no_sni);
   CHECK(peekClientHello("GET / HTTP/1.1\r\n\r\n").status == ClientHelloStatus::not_tls);
   CHECK(peekClientHello("G").status == ClientHelloStatus::not_tls);
-  // An SSH banner, a TLS alert record: not a handshake.
+  // An SSH banner: not TLS.
   CHECK(peekClientHello("SSH-2.0-x\r\n").status == ClientHelloStatus::not_tls);
-  CHECK(peekClientHello(std::string("\x15\x03\x03\x00\x02\x02\x28", 7)).status ==
-        ClientHelloStatus::not_tls);
+}
+
+TEST_CASE("peekClientHello: whatever a TLS server could take for a hello is TLS", "[tls_peek]") {
+  const std::string hello = clientHello("c.example");
+  struct Row {
+    const char* what;
+    std::string bytes;
+    ClientHelloStatus status;
+    std::string server_name;
+  };
+  auto with_version = [&](uint8_t major, uint8_t minor) {
+    std::string r = hello;
+    r[1] = static_cast<char>(major);
+    r[2] = static_cast<char>(minor);
+    return r;
+  };
+  // An SSLv2-format ClientHello (RFC 6101 appendix E.2): a two-byte header
+  // with the high bit set, msg_type 1, version, three lengths, cipher specs,
+  // challenge. OpenSSL still reads it (to negotiate TLS); it has no extensions.
+  const std::string v2_body = std::string("\x01\x03\x01\x00\x03\x00\x00\x00\x10", 9) +
+                              std::string("\x00\x00\x2f", 3) + std::string(16, '\x42');
+  const std::string v2 = std::string(1, static_cast<char>(0x80)) +
+                         std::string(1, static_cast<char>(v2_body.size())) + v2_body;
+  const std::vector<Row> rows = {
+      // A handshake record is TLS whatever its version says: the hello is read.
+      {"record version 2.0", with_version(2, 0), ClientHelloStatus::ok, "c.example"},
+      {"record version 0.0", with_version(0, 0), ClientHelloStatus::ok, "c.example"},
+      {"record version ff.ff", with_version(0xff, 0xff), ClientHelloStatus::ok, "c.example"},
+      {"record version 2.0, not a hello", std::string("\x16\x02\x00\x00\x04\x02\x00\x00\x00", 9),
+       ClientHelloStatus::malformed, ""},
+      {"record version 2.0, a prefix", with_version(2, 0).substr(0, 9),
+       ClientHelloStatus::incomplete, ""},
+      {"SSLv2 hello", v2, ClientHelloStatus::no_sni, ""},
+      {"SSLv2 hello, 3 bytes", v2.substr(0, 3), ClientHelloStatus::no_sni, ""},
+      {"SSLv2 hello, 2 bytes", v2.substr(0, 2), ClientHelloStatus::incomplete, ""},
+      {"SSLv2 hello, 1 byte", v2.substr(0, 1), ClientHelloStatus::incomplete, ""},
+      {"high bit, not a hello", std::string("\x80\x10\x04rest", 7), ClientHelloStatus::not_tls, ""},
+      // Another TLS record before the hello (OpenSSL skips warning alerts).
+      {"alert, then the hello", std::string("\x15\x03\x03\x00\x02\x01\x5a", 7) + hello,
+       ClientHelloStatus::malformed, ""},
+      {"change_cipher_spec", std::string("\x14\x03\x03\x00\x01\x01", 6),
+       ClientHelloStatus::malformed, ""},
+      {"application data", std::string("\x17\x03\x03\x00\x01x", 6), ClientHelloStatus::malformed,
+       ""},
+      {"alert type, 1 byte", std::string("\x15", 1), ClientHelloStatus::incomplete, ""},
+      {"alert type, no TLS version", std::string("\x15\x41rest", 6), ClientHelloStatus::not_tls,
+       ""},
+      // Plain text stays plain.
+      {"HTTP", "GET / HTTP/1.1\r\nHost: c.example\r\n\r\n", ClientHelloStatus::not_tls, ""},
+      {"HTTP, 1 byte", "G", ClientHelloStatus::not_tls, ""},
+      {"SSH", "SSH-2.0-OpenSSH_9.2\r\n", ClientHelloStatus::not_tls, ""},
+  };
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    ClientHelloInfo info = peekClientHello(row.bytes);
+    CHECK(info.status == row.status);
+    CHECK(info.server_name == row.server_name);
+  }
+}
+
+TEST_CASE("inspectSni: a tunnel's hello must name the CONNECT host", "[tls_peek]") {
+  const std::string expected = "media.s3.us-west-2.amazonaws.com";
+  const std::string right = clientHello(expected);
+  const std::string upper = clientHello("MEDIA.s3.us-west-2.amazonaws.com.");
+  const std::string other = clientHello("other.s3.us-west-2.amazonaws.com");
+  std::string other_v2 = other;  // a record version a server might let pass
+  other_v2[1] = 2;
+  const std::string v2_hello("\x80\x0c\x01\x03\x01\x00\x03\x00\x00\x00\x00\x00\x00\x2f", 14);
+  struct Row {
+    const char* what;
+    std::string bytes;
+    InspectVerdict verdict;
+  };
+  const std::vector<Row> rows = {
+      {"the CONNECT host", right, InspectVerdict::pass},
+      {"the CONNECT host, other case and a final dot", upper, InspectVerdict::pass},
+      {"the CONNECT host and more bytes", right + "\x17\x03\x03", InspectVerdict::pass},
+      {"another host", other, InspectVerdict::deny},
+      {"another host, record version 2", other_v2, InspectVerdict::deny},
+      {"no server name", clientHello(""), InspectVerdict::deny},
+      {"SSLv2-format hello", v2_hello, InspectVerdict::deny},
+      {"alert first", std::string("\x15\x03\x03\x00\x02\x01\x5a", 7) + right, InspectVerdict::deny},
+      {"half a hello", right.substr(0, right.size() / 2), InspectVerdict::need_more},
+      {"one byte", right.substr(0, 1), InspectVerdict::need_more},
+      {"plain HTTP", "GET / HTTP/1.1\r\n\r\n", InspectVerdict::pass},
+  };
+  const FirstBytesInspector inspector = sniInspector(expected);
+  for (const Row& row : rows) {
+    CAPTURE(row.what);
+    CHECK(inspectSni(row.bytes, expected) == row.verdict);
+    CHECK(inspector(row.bytes) == row.verdict);
+  }
 }
 
 TEST_CASE("peekClientHello rejects malformed handshakes") {
