@@ -1054,6 +1054,21 @@ def http_get(port, path="/", host=LOOPBACK, timeout=10.0, headers=None):
     return resp
 
 
+_METRIC_SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_METRIC_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def metric_value(text, name, **labels):
+    """The value of one series (labels matched exactly) in a /metrics page; 0 when absent."""
+    for line in text.splitlines():
+        m = _METRIC_SAMPLE.match(line)
+        if not m or m.group(1) != name:
+            continue
+        if dict(_METRIC_LABEL.findall(m.group(2) or "")) == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(3))
+    return 0.0
+
+
 def echo_roundtrip(sock, payload, timeout=5.0):
     """Sends payload through a tunnel to an echo server and reads it back."""
     sock.sendall(payload)
