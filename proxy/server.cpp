@@ -173,8 +173,20 @@ void Worker::acceptFrom(Listener& listener) {
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        // Out of descriptors: stop accepting for a moment instead of spinning.
-        logLine("warning", "accept: " + errnoText(errno) + "; pausing accepts");
+        // Out of descriptors: stop accepting for a moment instead of spinning,
+        // and say so at most once a second (with how often it was not said).
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_accept_warning_ >= std::chrono::seconds(1)) {
+          std::string more = suppressed_accept_warnings_ > 0
+                                 ? " (" + std::to_string(suppressed_accept_warnings_) +
+                                       " more since the last warning)"
+                                 : "";
+          logLine("warning", "accept: " + errnoText(errno) + "; pausing accepts" + more);
+          last_accept_warning_ = now;
+          suppressed_accept_warnings_ = 0;
+        } else {
+          ++suppressed_accept_warnings_;
+        }
         for (auto& l : listeners_) {
           event_del(l->event.get());
         }

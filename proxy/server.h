@@ -108,6 +108,8 @@ class Worker final : public SessionOwner {
   std::vector<std::function<void()>> posted_;
   std::thread thread_;
   bool exiting_ = false;
+  std::chrono::steady_clock::time_point last_accept_warning_{};
+  uint64_t suppressed_accept_warnings_ = 0;  // since last_accept_warning_
   friend class Server;
 };
 

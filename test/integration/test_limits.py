@@ -257,7 +257,6 @@ class DescriptorExhaustionTest(LimitsCase):
     # s3gate currently logs one line at every 100 ms retry of every worker
     # (proxy/server.cpp, Worker::acceptFrom): ~20 lines a second with 2 workers,
     # 72,000 an hour while a listener stays saturated.
-    @unittest.expectedFailure
     def test_emfile_warning_is_rate_limited(self):
         self.start_limited()
         holders = self.saturate()
