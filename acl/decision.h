@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "acl/copy_source.h"
-#include "common/net.h"
-#include "config/config.h"
 #include "acl/reason.h"
 #include "acl/s3name.h"
 #include "common/host_name.h"
+#include "common/net.h"
+#include "config/config.h"
 
 namespace s3gate {
 

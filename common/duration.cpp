@@ -73,5 +73,4 @@ std::optional<Duration> parseDuration(std::string_view text) {
   return Duration(total);
 }
 
-
 }  // namespace s3gate

@@ -133,5 +133,4 @@ ConfigLoadResult loadConfigFromFile(const std::string& path);
 std::string_view defaultConfigYaml();
 ConfigLoadResult loadDefaultConfig();
 
-
 }  // namespace s3gate

@@ -108,7 +108,8 @@ inline size_t editDistance(std::string_view a, std::string_view b) {
 }
 
 // "a", "a or b", "a, b or c"
-inline std::string alternatives(const std::vector<std::string>& words, std::string_view last = " or ") {
+inline std::string alternatives(const std::vector<std::string>& words,
+                                std::string_view last = " or ") {
   std::string out;
   for (size_t i = 0; i < words.size(); ++i) {
     if (i > 0) {

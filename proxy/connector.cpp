@@ -43,7 +43,8 @@ class NetAttempt final : public Connector::Attempt {
       useAddresses(pin->addresses);
       return;
     }
-    lookup_ = resolver.resolve(target_.host, [this](const DnsAnswer& answer) { onResolved(answer); });
+    lookup_ =
+        resolver.resolve(target_.host, [this](const DnsAnswer& answer) { onResolved(answer); });
   }
 
  private:
@@ -84,7 +85,7 @@ class NetAttempt final : public Connector::Attempt {
       return;
     }
     metrics_.countDnsLookup(answer.source == DnsAnswer::Source::cache_hit ? DnsResult::cache_hit
-                                                                           : DnsResult::resolved);
+                                                                          : DnsResult::resolved);
     useAddresses(filterResolvedAddresses(*config_, answer.addresses));
   }
 
@@ -160,8 +161,8 @@ class NetConnector final : public Connector {
       : base_(base), resolver_(std::move(resolver)), metrics_(metrics) {}
 
   std::unique_ptr<Attempt> connect(ConfigPtr config, ConnectTarget target, Callback cb) override {
-    auto attempt =
-        std::make_unique<NetAttempt>(base_, metrics_, std::move(config), std::move(target), std::move(cb));
+    auto attempt = std::make_unique<NetAttempt>(base_, metrics_, std::move(config),
+                                                std::move(target), std::move(cb));
     attempt->start(resolver_());
     return attempt;
   }

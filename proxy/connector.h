@@ -26,7 +26,7 @@ class Metrics;
 class Resolver;
 
 struct ConnectTarget {
-  std::string host;         // the normalised name (or an IP literal's text)
+  std::string host;  // the normalised name (or an IP literal's text)
   uint16_t port = 0;
   bool ip_literal = false;  // let through by report mode: held to the address rules
   IpAddress literal;

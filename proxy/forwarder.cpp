@@ -203,7 +203,8 @@ class StreamForwarder final : public Forwarder {
           break;
         } else {
           result_.upstream_tls_error = true;
-          failOrClose(Reason::upstream_tls_failed, upstream_->error(), CloseCause::upstream_tls_failed);
+          failOrClose(Reason::upstream_tls_failed, upstream_->error(),
+                      CloseCause::upstream_tls_failed);
           return;
         }
       }
@@ -351,7 +352,8 @@ class StreamForwarder final : public Forwarder {
       taken = request_body_.feed(bytes, &done, &error);
       if (error != BodyError::none) {
         // A request body we cannot frame: nothing more of it goes upstream.
-        failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)), CloseCause::bad_framing);
+        failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)),
+                    CloseCause::bad_framing);
         return;
       }
     }
@@ -508,7 +510,8 @@ class StreamForwarder final : public Forwarder {
       if (head.status_code == 101) {
         // We never ask for an upgrade (Upgrade is hop-by-hop and dropped).
         failOrClose(Reason::upstream_bad_response,
-                    "the upstream switched protocols (101) without being asked to", CloseCause::bad_response);
+                    "the upstream switched protocols (101) without being asked to",
+                    CloseCause::bad_response);
         return;
       }
       if (head.interim()) {

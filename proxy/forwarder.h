@@ -24,8 +24,8 @@
 #include <string_view>
 #include <utility>
 
-#include "common/duration.h"
 #include "acl/reason.h"
+#include "common/duration.h"
 #include "proxy/access_log.h"
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
@@ -38,18 +38,18 @@ struct ForwardResult {
   // the session answers with this reason (502 and the like).
   Reason error = Reason::none;
   std::string error_detail;
-  bool upstream_tls_error = false;  // the upstream TLS handshake failed
-  bool upstream_reset = false;      // the upstream failed mid-exchange
+  bool upstream_tls_error = false;     // the upstream TLS handshake failed
+  bool upstream_reset = false;         // the upstream failed mid-exchange
   bool upstream_bad_response = false;  // the upstream's response could not be passed on
   // The upstream closed or reset the connection without sending a byte: on a
   // reused connection the request may be sent again on a new one.
   bool upstream_silent = false;
-  int status = 0;                    // the final response status relayed
-  uint64_t bytes_up = 0;             // every byte sent upstream (head, body, chunk framing)
-  uint64_t bytes_down = 0;           // every byte sent to the client (interim heads too)
-  bool client_reusable = false;      // the client connection may carry the next request
-  std::unique_ptr<Stream> upstream;  // set when the upstream connection may be reused
-  std::string leftover;              // client bytes after this request's body (the next request)
+  int status = 0;                       // the final response status relayed
+  uint64_t bytes_up = 0;                // every byte sent upstream (head, body, chunk framing)
+  uint64_t bytes_down = 0;              // every byte sent to the client (interim heads too)
+  bool client_reusable = false;         // the client connection may carry the next request
+  std::unique_ptr<Stream> upstream;     // set when the upstream connection may be reused
+  std::string leftover;                 // client bytes after this request's body (the next request)
   CloseCause close = CloseCause::none;  // how the exchange ended, for the log
 };
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "config/config.h"
 #include "acl/decision.h"
+#include "config/config.h"
 #include "metrics/metrics.h"
 #include "proxy/http_parser.h"
 #include "proxy/runtime.h"

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "acl/reason.h"
 #include "common/duration.h"
 #include "common/net.h"
-#include "acl/reason.h"
 
 namespace s3gate {
 
@@ -33,7 +33,7 @@ struct DnsAnswer {
 // What the resolver takes from `dns` (SPEC section 2); pins and the address
 // rules are the decision's, not the resolver's.
 struct ResolverSettings {
-  std::vector<SocketAddress> servers;  // empty: /etc/resolv.conf
+  std::vector<SocketAddress> servers;         // empty: /etc/resolv.conf
   Duration timeout{std::chrono::seconds(2)};  // per try
   int attempts = 2;                           // tries per server
   Duration min_ttl{std::chrono::seconds(5)};

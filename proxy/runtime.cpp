@@ -52,7 +52,8 @@ bool checkLogTarget(const std::string& target, std::string* error, std::string* 
   }
   if (::access(dir.c_str(), W_OK | X_OK) != 0) {
     if (errno == ENOENT) {
-      *warning = "the directory " + dir.string() + " does not exist yet; start-up fails unless it " +
+      *warning = "the directory " + dir.string() +
+                 " does not exist yet; start-up fails unless it " +
                  "is made first (the packaged unit's LogsDirectory= makes it)";
       return true;
     }
@@ -129,7 +130,8 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
   if (config->tunnel.inspect) {
     // Refused rather than ignored: an operator who asked for inspection must
     // not believe requests inside tunnels are being checked.
-    result.errors.push_back(where + "tunnel.inspect: TLS inspection is not available in this build");
+    result.errors.push_back(where +
+                            "tunnel.inspect: TLS inspection is not available in this build");
   }
   auto runtime = std::make_shared<Runtime>();
   std::string error;

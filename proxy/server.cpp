@@ -251,9 +251,8 @@ void Worker::onTick(evutil_socket_t, short, void* arg) {
   for (auto& [raw, owned] : self->sessions_) {
     raw->flushBytes();
   }
-  std::erase_if(self->retired_resolvers_, [](const std::unique_ptr<Resolver>& r) {
-    return r->pendingLookups() == 0;
-  });
+  std::erase_if(self->retired_resolvers_,
+                [](const std::unique_ptr<Resolver>& r) { return r->pendingLookups() == 0; });
 }
 
 void Worker::onHeartbeat(evutil_socket_t, short, void* arg) {
@@ -447,7 +446,8 @@ void Server::reload() {
   }
   RuntimePtr running = runtime();
   std::vector<std::string> restart_warnings;
-  RuntimeBuild built = buildRuntime(config_path_, RuntimeUse::run, running.get(), &restart_warnings);
+  RuntimeBuild built =
+      buildRuntime(config_path_, RuntimeUse::run, running.get(), &restart_warnings);
   if (!built.ok()) {
     for (const auto& e : built.errors) {
       logLine("error", "reload rejected: " + e);

@@ -171,9 +171,9 @@ void Session::start() {
     acceptClient();
     return;
   }
-  preamble_ = Preamble::start(base, std::move(client_), listener_, config(),
-                              request_.runtime->listenerTls(listener_index_), peer_,
-                              [this](PreambleOutcome outcome) { onPreambleDone(std::move(outcome)); });
+  preamble_ = Preamble::start(
+      base, std::move(client_), listener_, config(), request_.runtime->listenerTls(listener_index_),
+      peer_, [this](PreambleOutcome outcome) { onPreambleDone(std::move(outcome)); });
   if (!preamble_) {
     finish(CloseCause::error);
   }
@@ -312,7 +312,8 @@ void Session::onReadable() {
       return;
     }
     // The client went away before finishing its request: nothing to answer.
-    CloseCause close = r.status == Stream::Io::eof ? CloseCause::client_eof : CloseCause::client_error;
+    CloseCause close =
+        r.status == Stream::Io::eof ? CloseCause::client_eof : CloseCause::client_error;
     if (old == 0) {
       // A connection that never said anything (a health check, or a kept-alive
       // connection closed between requests) leaves no line.
@@ -554,8 +555,9 @@ void Session::connectUpstream() {
   target.port = request_.upstream_port;
   target.ip_literal = d.ip_literal;
   target.literal = d.literal;
-  attempt_ = owner_.connector().connect(request_.runtime->config, std::move(target),
-                                        [this](ConnectResult result) { onConnected(std::move(result)); });
+  attempt_ =
+      owner_.connector().connect(request_.runtime->config, std::move(target),
+                                 [this](ConnectResult result) { onConnected(std::move(result)); });
 }
 
 void Session::onConnected(ConnectResult result) {
@@ -615,10 +617,10 @@ void Session::startTunnel(UniqueFd upstream) {
   in_.clear();
   in_.shrink_to_fit();
   request_.head = RequestHead{};
-  relay_ = Relay::start(owner_.base(), std::move(client_), Stream::plain(std::move(upstream)),
-                        std::move(prefix_up), sni ? std::string() : std::string(kConnectEstablished),
-                        options, std::move(inspector),
-                        [this](const RelayResult& result) { onRelayDone(result); });
+  relay_ = Relay::start(
+      owner_.base(), std::move(client_), Stream::plain(std::move(upstream)), std::move(prefix_up),
+      sni ? std::string() : std::string(kConnectEstablished), options, std::move(inspector),
+      [this](const RelayResult& result) { onRelayDone(result); });
   // The relay has events of its own (added before these go, so that the
   // socket's interest never drops): an idle tunnel keeps none of these.
   client_read_.reset();

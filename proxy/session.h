@@ -5,8 +5,8 @@
 //   reading_head -> connecting -> relaying (CONNECT) -> closed
 //                              -> forwarding (plain HTTP)
 //   reading_head -> forwarding          (a pooled upstream connection)
-//   forwarding   -> reading_head        (keep-alive: the next request) | connecting (resend) | closed
-//   any but relaying -> responding -> lingering -> closed
+//   forwarding   -> reading_head        (keep-alive: the next request) | connecting (resend) |
+//   closed any but relaying -> responding -> lingering -> closed
 //
 // A connection without a PROXY header or TLS starts at reading_head; an sni
 // listener's reading_head reads a TLS ClientHello instead of an HTTP head.
@@ -92,11 +92,11 @@ class Session {
     RequestFraming framing;
     bool plain_http = false;
     Decision decision;
-    bool decided = false;           // decide() ran: the request is counted once
-    bool counted = false;           // in s3gate_requests_total
-    bool upstream_reused = false;   // the forwarder's upstream came from the pool
-    bool resent = false;            // sent again on a new connection
-    uint64_t counted_up = 0;        // of the current tunnel or exchange, in the byte counters
+    bool decided = false;          // decide() ran: the request is counted once
+    bool counted = false;          // in s3gate_requests_total
+    bool upstream_reused = false;  // the forwarder's upstream came from the pool
+    bool resent = false;           // sent again on a new connection
+    uint64_t counted_up = 0;       // of the current tunnel or exchange, in the byte counters
     uint64_t counted_down = 0;
     uint16_t upstream_port = 0;
     bool upstream_tls = false;
@@ -162,8 +162,8 @@ class Session {
   EventPtr timer_;
   EventPtr kick_;  // runs nextRequest() from the loop after a forward ends
 
-  std::string in_;     // the request head as it arrives, then any bytes after it
-  std::string out_;    // a response being written
+  std::string in_;      // the request head as it arrives, then any bytes after it
+  std::string out_;     // a response being written
   size_t out_pos_ = 0;  // bytes of out_ already written
   size_t lingered_ = 0;
 

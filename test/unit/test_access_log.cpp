@@ -281,10 +281,11 @@ TEST_CASE("hostile strings cannot forge a field or split the line") {
       keys.push_back(key);
       by_key[key] = value;
     }
-    CHECK(keys == std::vector<std::string>{"time", "client", "via", "vpce", "identity", "kind",
-                                           "method", "host", "port", "bucket", "rule", "decision",
-                                           "reason", "status", "upstream", "bytes_up", "bytes_down",
-                                           "duration_ms", "close", "user_agent"});
+    CHECK(keys == std::vector<std::string>{"time",       "client",      "via",      "vpce",
+                                           "identity",   "kind",        "method",   "host",
+                                           "port",       "bucket",      "rule",     "decision",
+                                           "reason",     "status",      "upstream", "bytes_up",
+                                           "bytes_down", "duration_ms", "close",    "user_agent"});
     CHECK(by_key["host"].text == c.decoded);
     CHECK(by_key["method"].text == c.decoded);
     CHECK(by_key["identity"].text == c.decoded);

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "config/config.h"
 #include "acl/decision.h"
 #include "acl/reason.h"
+#include "config/config.h"
 #include "proxy/http_parser.h"
 #include "test/unit/test_helpers.h"
 
