@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/text.h"
 #include "metrics/metrics.h"
 #include "proxy/scratch.h"
 #include "proxy/socket.h"
@@ -21,7 +22,7 @@ static_assert(kReadChunk <= kScratchBytes, "a request head is read into the thre
 constexpr size_t kMaxLingerBytes = 256 * 1024;
 constexpr Duration kLingerTime{std::chrono::seconds(2)};
 constexpr size_t kMaxClientHelloBytes = 16384 + 5 + 1024;
-constexpr size_t kMaxUserAgentBytes = 256;
+constexpr size_t kMaxUserAgentBytes = 256;  // and of a copy source that does not parse
 constexpr std::string_view kConnectEstablished = "HTTP/1.1 200 Connection established\r\n\r\n";
 
 int64_t nowMillisSinceEpoch() {
@@ -482,7 +483,25 @@ void Session::onPlainHttp() {
   input.port = head.target.port;
   input.port_given = head.target.port_given;
   input.path = head.target.path;
+  // SPEC section 3, step 7: CopyObject and UploadPartCopy name a source bucket.
+  const HeaderField* copy_source = nullptr;
+  for (const HeaderField& field : head.headers) {
+    if (equalsIgnoreCase(field.name, "x-amz-copy-source")) {
+      if (copy_source != nullptr) {
+        fail(Reason::bad_request, "more than one x-amz-copy-source");
+        return;
+      }
+      copy_source = &field;
+    }
+  }
+  if (copy_source != nullptr) {
+    input.copy_source = copy_source->value;
+    request_.record.copy_source = std::string(copy_source->value.substr(0, kMaxUserAgentBytes));
+  }
   request_.decision = s3gate::decide(config(), input);
+  if (request_.decision.copy_source) {
+    request_.record.copy_source = request_.decision.copy_source->logText();
+  }
   request_.record.port = head.target.port;
   if (request_.decision.host.empty()) {
     request_.record.host = std::string(head.target.host);

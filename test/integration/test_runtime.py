@@ -57,6 +57,41 @@ class KeptAliveReloadTest(h.ForwardTestCase):
         self.assertEqual(c2.read_response().status, 200)
 
 
+class CopySourceTest(h.ForwardTestCase):
+    def test_copy_sources_decided_as_a_get(self):
+        up = self.upstream(responder=lambda req: [h.http_response(200, b"copied")])
+        self.start_forward(up, {"buckets": [{"name": "media"}, {"name": "ro-*", "access": "read-only"}]})
+        cases = [
+            ("/ro-plates/a.exr", 200, None),                    # a read-only rule is enough
+            ("ro-plates%2Fb.exr?versionId=3", 200, None),       # URL-encoded, with a version
+            ("/secret/a.exr", 403, "copy_source_not_allowed"),  # no rule covers it
+            ("arn:aws:s3:us-west-2:111122223333:accesspoint/media-ap/object/k", 403,
+             "copy_source_not_allowed"),                       # no hosts entry for its endpoint
+            ("/", 400, "bad_request"),                          # unreadable: refused in any mode
+        ]
+        for value, status, reason in cases:
+            with self.subTest(value=value):
+                before = len(up.requests)
+                c = self.client()
+                c.send(h.http_request("PUT", f"http://{MEDIA}/dst.exr",
+                                      headers=[("x-amz-copy-source", value)]))
+                reply = c.read_response()
+                self.assertEqual(reply.status, status, reply)
+                rec = self.log_lines(c, 1)[-1]
+                self.assertIn("copy_source", rec)
+                if reason:
+                    self.assertEqual(rec["reason"], reason)
+                    self.assertEqual(len(up.requests), before, "a denied copy reached the upstream")
+                else:
+                    self.assertEqual(rec["decision"], "allow")
+                    self.assertEqual(len(up.requests), before + 1)
+        c = self.client()
+        c.send(h.http_request("PUT", f"http://{MEDIA}/dst.exr",
+                              headers=[("x-amz-copy-source", "/media/a"),
+                                       ("x-amz-copy-source", "/secret/a")]))
+        self.assertEqual(c.read_response().status, 400, "two copy sources")
+
+
 class ReloadReachTest(h.ProxyTestCase):
     def test_reload_moves_dns_to_another_server(self):
         second = h.DnsServer()
