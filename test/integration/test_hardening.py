@@ -19,7 +19,9 @@ import time
 import unittest
 
 import harness as h
-import test_forward as tf
+
+MEDIA = h.s3_name("media")
+
 
 ADMIN_CAP = 64  # AdminServer::kMaxConnections
 ADMIN_HEAD_TIMEOUT = 10.0  # AdminServer::kHeadTimeout
@@ -248,7 +250,7 @@ class SniFirstBytesTest(h.ProxyTestCase):
         self.assertEqual(got, b"GET / HTTP/1.1\r\n\r\n")
 
 
-class ResendTest(tf.ForwardCase):
+class ResendTest(h.ForwardTestCase):
     """A request that met a kept-alive connection closing under it goes again
     only when it has no body and is idempotent (RFC 9110 section 9.2.2)."""
 
@@ -256,12 +258,12 @@ class ResendTest(tf.ForwardCase):
         # The upstream answers the first request of each connection and closes
         # the connection silently on the second.
         up = self.upstream(responder=lambda req: ["close"] if req["index"] >= 1
-                           else [tf.response(200, b"ok:" + req["target"].encode())])
+                           else [h.http_response(200, b"ok:" + req["target"].encode())])
         self.start_forward(up, {"workers": 1})
         c = self.client()
-        c.send(tf.request("GET", f"http://{tf.MEDIA}/a"))
+        c.send(h.http_request("GET", f"http://{MEDIA}/a"))
         self.assertEqual(c.read_response().body, b"ok:/a")
-        c.send(tf.request(method, f"http://{tf.MEDIA}{path}", length=0))
+        c.send(h.http_request(method, f"http://{MEDIA}{path}", length=0))
         reply = c.read_response(method=method)
         return up, reply
 
