@@ -11,6 +11,7 @@
 """
 
 import contextlib
+import os
 import resource
 import select
 import socket
@@ -281,3 +282,32 @@ class ResendTest(h.ForwardTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PartialProxyHeaderTest(h.ProxyTestCase):
+    def test_partial_proxy_headers_cost_no_cpu_while_they_wait(self):
+        # With trusted_proxies empty any peer may start a PROXY header; one that
+        # stops half-way must be waited for, not polled.
+        cfg = self.config({"limits": {"header_timeout": "10s"}})
+        cfg["listeners"][0]["proxy_protocol"] = True
+        self.start_proxy(config=cfg)
+        socks = []
+        self.addCleanup(lambda: [s.close() for s in socks])
+        for _ in range(200):
+            s = h.open_client(self.proxy.port)
+            s.sendall(b"PROXY TCP4 127.0.0.5 ")
+            socks.append(s)
+        time.sleep(0.5)
+        with open(f"/proc/{self.proxy.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        before = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        time.sleep(3)
+        with open(f"/proc/{self.proxy.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        spent = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") - before
+        self.assertLess(spent, 0.2, f"{spent:.2f} CPU-s in 3 s for 200 waiting PROXY headers")
+        # The rest of a header still completes it.
+        socks[0].sendall(b"127.0.0.1 5000 3128\r\n" +
+                         h.connect_request(f"{h.s3_name('media')}:{self.echo.port}"))
+        resp = h.read_head(socks[0])
+        self.assertEqual(resp.status, 200, resp)
