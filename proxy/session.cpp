@@ -445,23 +445,40 @@ void Session::onLocal() {
   fail(Reason::bad_request, "this is a proxy: send absolute-form or CONNECT requests");
 }
 
-void Session::onConnect() {
+// What decide() is asked about the head in hand.
+DecisionInput Session::decisionInput(RequestKindForDecision kind) const {
   const RequestHead& head = request_.head;
   DecisionInput input;
   input.client = origin_.ip;
   input.identity = origin_.identity;
-  input.kind = RequestKindForDecision::connect;
+  input.kind = kind;
   input.method = head.method;
   input.host = head.target.host;
   input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
   input.port = head.target.port;
   input.port_given = head.target.port_given;
+  if (kind != RequestKindForDecision::connect) {
+    input.path = head.target.path;
+  }
+  return input;
+}
+
+// Decides the head and records what the log needs of it.
+void Session::decideHead(const DecisionInput& input) {
+  const RequestHead& head = request_.head;
   request_.decision = s3gate::decide(config(), input);
   request_.record.port = head.target.port;
   if (request_.decision.host.empty()) {
     request_.record.host = std::string(head.target.host);
   }
-  decide(RequestKindForDecision::connect);
+  if (request_.decision.copy_source) {
+    request_.record.copy_source = request_.decision.copy_source->logText();
+  }
+  decide(input.kind);
+}
+
+void Session::onConnect() {
+  decideHead(decisionInput(RequestKindForDecision::connect));
 }
 
 void Session::onPlainHttp() {
@@ -473,16 +490,7 @@ void Session::onPlainHttp() {
     fail(request_.framing.reason, "the request's framing is ambiguous or malformed");
     return;
   }
-  DecisionInput input;
-  input.client = origin_.ip;
-  input.identity = origin_.identity;
-  input.kind = RequestKindForDecision::http;
-  input.method = head.method;
-  input.host = head.target.host;
-  input.host_is_ipv6_literal = head.target.host_is_ipv6_literal;
-  input.port = head.target.port;
-  input.port_given = head.target.port_given;
-  input.path = head.target.path;
+  DecisionInput input = decisionInput(RequestKindForDecision::http);
   // SPEC section 3, step 7: CopyObject and UploadPartCopy name a source bucket.
   const HeaderField* copy_source = nullptr;
   for (const HeaderField& field : head.headers) {
@@ -498,15 +506,7 @@ void Session::onPlainHttp() {
     input.copy_source = copy_source->value;
     request_.record.copy_source = std::string(copy_source->value.substr(0, kMaxUserAgentBytes));
   }
-  request_.decision = s3gate::decide(config(), input);
-  if (request_.decision.copy_source) {
-    request_.record.copy_source = request_.decision.copy_source->logText();
-  }
-  request_.record.port = head.target.port;
-  if (request_.decision.host.empty()) {
-    request_.record.host = std::string(head.target.host);
-  }
-  decide(RequestKindForDecision::http);
+  decideHead(input);
 }
 
 // The decision made: recorded, and either refused or carried out.

@@ -124,6 +124,8 @@ class Session {
   void onConnect();
   void onPlainHttp();
   void onLocal();
+  DecisionInput decisionInput(RequestKindForDecision kind) const;
+  void decideHead(const DecisionInput& input);
   void decide(RequestKindForDecision kind);
   void countDecision(Verdict verdict);
   void connectUpstream();
