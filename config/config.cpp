@@ -374,12 +374,18 @@ class ConfigReader {
   }
 
   void readTunnel(const Item& item) {
-    MapView map(l_, item, {"verify_sni", "inspect", "inspect_certificate", "inspect_private_key"});
+    MapView map(l_, item,
+                {"verify_sni", "inspect", "inspect_certificate", "inspect_private_key",
+                 "inspect_uncovered"});
     TunnelConfig& tunnel = c_.tunnel;
     assign(map, "verify_sni", &tunnel.verify_sni, [&](const Item& i) { return l_.boolean(i); });
     assign(map, "inspect", &tunnel.inspect, [&](const Item& i) { return l_.boolean(i); });
     assign(map, "inspect_certificate", &tunnel.inspect_certificate,
            [&](const Item& i) { return l_.string(i); });
+    assign(map, "inspect_uncovered", &tunnel.inspect_uncovered, [&](const Item& i) {
+      return l_.choice<InspectUncovered>(
+          i, {{"deny", InspectUncovered::deny}, {"blind", InspectUncovered::blind}});
+    });
     assign(map, "inspect_private_key", &tunnel.inspect_private_key,
            [&](const Item& i) { return l_.string(i); });
     if (tunnel.inspect &&

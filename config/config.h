@@ -73,11 +73,16 @@ struct HttpConfig {
   std::string ca_file;  // empty: the system store
 };
 
+// An S3 name the inspection certificate does not cover (a dotted bucket under a
+// wildcard): refused with inspect_not_covered, or relayed blind.
+enum class InspectUncovered { deny, blind };
+
 struct TunnelConfig {
   bool verify_sni = true;
   bool inspect = false;
   std::string inspect_certificate;
   std::string inspect_private_key;
+  InspectUncovered inspect_uncovered = InspectUncovered::deny;
 };
 
 struct Limits {

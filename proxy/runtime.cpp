@@ -127,14 +127,17 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
       }
     }
   }
-  if (config->tunnel.inspect) {
-    // Refused rather than ignored: an operator who asked for inspection must
-    // not believe requests inside tunnels are being checked.
-    result.errors.push_back(where +
-                            "tunnel.inspect: TLS inspection is not available in this build");
-  }
   auto runtime = std::make_shared<Runtime>();
   std::string error;
+  if (config->tunnel.inspect) {
+    runtime->inspect_tls = TlsServerContext::create(
+        config->tunnel.inspect_certificate, config->tunnel.inspect_private_key, "", &error);
+    if (runtime->inspect_tls) {
+      runtime->inspect_tls->offerHttp11Only();
+    } else {
+      result.errors.push_back(where + "tunnel.inspect_certificate: " + error);
+    }
+  }
   runtime->upstream_tls = TlsClientContext::create(config->http.ca_file, &error);
   if (!runtime->upstream_tls) {
     result.errors.push_back(where + "http.ca_file: " + error);

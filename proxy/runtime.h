@@ -26,7 +26,9 @@ struct Runtime {
   ConfigPtr config;
   std::shared_ptr<TlsClientContext> upstream_tls;  // http.ca_file (or the system store)
   std::vector<std::shared_ptr<TlsServerContext>> listener_tls;  // per listener; null without tls
-  ResolverSettings resolver;                                    // from dns.*
+  // tunnel.inspect: the studio-issued certificate for the S3 names served.
+  std::shared_ptr<TlsServerContext> inspect_tls;
+  ResolverSettings resolver;  // from dns.*
   // The access log this snapshot writes to (absent in --check). A reload that
   // keeps the target keeps the same log.
   std::shared_ptr<AccessLog> access_log;

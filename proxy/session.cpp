@@ -73,6 +73,10 @@ std::string_view Session::stateName(State state) {
       return "responding";
     case State::lingering:
       return "lingering";
+    case State::inspect_handshake:
+      return "inspect_handshake";
+    case State::discarding:
+      return "discarding";
     case State::closed:
       return "closed";
   }
@@ -112,6 +116,11 @@ void Session::beginRequest() {
     r.identity = origin_.identity;
   }
   r.kind = listener_.mode == ListenerMode::sni ? RecordKind::sni : RecordKind::connect;
+  if (inspecting_) {
+    r.kind = RecordKind::inspect;
+    r.host = tunnel_host_;
+    r.port = tunnel_port_;
+  }
 }
 
 void Session::transitionTo(State next) {
@@ -122,7 +131,8 @@ void Session::transitionTo(State next) {
         return next == State::reading_head || next == State::responding || next == State::closed;
       case State::reading_head:
         return next == State::connecting || next == State::forwarding ||
-               next == State::responding || next == State::closed;
+               next == State::responding || next == State::inspect_handshake ||
+               next == State::closed;
       case State::connecting:
         return next == State::relaying || next == State::forwarding || next == State::responding ||
                next == State::closed;
@@ -133,7 +143,13 @@ void Session::transitionTo(State next) {
         return next == State::reading_head || next == State::connecting ||
                next == State::responding || next == State::closed;
       case State::responding:
-        return next == State::lingering || next == State::closed;
+        // reading_head, discarding: a denial inside an inspected tunnel
+        return next == State::lingering || next == State::reading_head ||
+               next == State::discarding || next == State::closed;
+      case State::inspect_handshake:
+        return next == State::reading_head || next == State::closed;
+      case State::discarding:
+        return next == State::reading_head || next == State::closed;
       case State::lingering:
         return next == State::closed;
       case State::closed:
@@ -249,6 +265,10 @@ void Session::abort() {
 
 void Session::onClientEvent(evutil_socket_t, short what, void* arg) {
   auto* self = static_cast<Session*>(arg);
+  if (self->state_ == State::inspect_handshake) {
+    self->continueInspectHandshake();
+    return;
+  }
   if (what & EV_READ) {
     self->onReadable();
   }
@@ -288,6 +308,10 @@ void Session::readLinger() {
 void Session::onReadable() {
   if (state_ == State::lingering) {
     readLinger();
+    return;
+  }
+  if (state_ == State::discarding) {
+    discardBody();
     return;
   }
   if (state_ != State::reading_head) {
@@ -414,6 +438,15 @@ void Session::onHead() {
     fail(Reason::draining, "this instance is shutting down; retry on another");
     return;
   }
+  if (inspecting_) {
+    r.kind = RecordKind::inspect;
+    if (head.target.form == TargetForm::authority) {
+      fail(Reason::bad_request, "CONNECT inside an inspected tunnel");
+      return;
+    }
+    onInspectedRequest();
+    return;
+  }
   switch (head.target.form) {
     case TargetForm::authority:
       onConnect();
@@ -491,13 +524,21 @@ void Session::onPlainHttp() {
     return;
   }
   DecisionInput input = decisionInput(RequestKindForDecision::http);
-  // SPEC section 3, step 7: CopyObject and UploadPartCopy name a source bucket.
+  if (!readCopySource(input)) {
+    return;
+  }
+  decideHead(input);
+}
+
+// SPEC section 3, step 7: CopyObject and UploadPartCopy name a source bucket.
+// False when the request was refused (two of them).
+bool Session::readCopySource(DecisionInput& input) {
   const HeaderField* copy_source = nullptr;
-  for (const HeaderField& field : head.headers) {
+  for (const HeaderField& field : request_.head.headers) {
     if (equalsIgnoreCase(field.name, "x-amz-copy-source")) {
       if (copy_source != nullptr) {
         fail(Reason::bad_request, "more than one x-amz-copy-source");
-        return;
+        return false;
       }
       copy_source = &field;
     }
@@ -506,7 +547,7 @@ void Session::onPlainHttp() {
     input.copy_source = copy_source->value;
     request_.record.copy_source = std::string(copy_source->value.substr(0, kMaxUserAgentBytes));
   }
-  decideHead(input);
+  return true;
 }
 
 // The decision made: recorded, and either refused or carried out.
@@ -521,6 +562,11 @@ void Session::decide(RequestKindForDecision kind) {
   if (!d.name.bucket.empty()) {
     r.bucket = d.name.bucket;
   }
+  if (d.verdict == Verdict::deny && d.reason == Reason::path_style_denied && inspectionWanted(d)) {
+    // Inspected, a path-style tunnel is decided bucket by bucket inside.
+    request_.decision.verdict = Verdict::allow;
+    request_.decision.reason = Reason::none;
+  }
   if (d.verdict == Verdict::deny) {
     fail(d.reason, d.detail);
     return;
@@ -532,11 +578,20 @@ void Session::decide(RequestKindForDecision kind) {
   }
   if (kind == RequestKindForDecision::connect) {
     request_.upstream_port = d.port;
+    if (inspectionWanted(d)) {
+      startInspection();
+      return;
+    }
     connectUpstream();
     return;
   }
-  request_.upstream_tls = config().http.upstream_tls;
-  request_.upstream_port = request_.upstream_tls ? 443 : d.port;
+  if (kind == RequestKindForDecision::inspect) {
+    request_.upstream_tls = true;  // inside a tunnel to port P: TLS to P
+    request_.upstream_port = tunnel_port_;
+  } else {
+    request_.upstream_tls = config().http.upstream_tls;
+    request_.upstream_port = request_.upstream_tls ? 443 : d.port;
+  }
   request_.pool_key = UpstreamPool::key(d.host, request_.upstream_port, request_.upstream_tls);
   std::string pooled_peer;
   EventPtr idle_watch;
@@ -562,6 +617,8 @@ void Session::countDecision(Verdict verdict) {
     kind = RequestKind::http;
   } else if (request_.record.kind == RecordKind::local) {
     kind = RequestKind::local;
+  } else if (request_.record.kind == RecordKind::inspect) {
+    kind = RequestKind::inspect;
   }
   owner_.metrics().countRequest(kind, verdict);
 }
@@ -817,6 +874,15 @@ void Session::fail(Reason reason, const std::string& detail) {
   if (request_.decided) {
     countDecision(r.decision);  // a decision was made: count its final form
   }
+  if (inspecting_ && state_ == State::reading_head && isPolicyDenial(reason)) {
+    // SPEC: a policy denial inside an inspected tunnel keeps the tunnel for
+    // the next request, once the denied request's body has been dropped. A
+    // chunked body or a client waiting for 100-continue is not worth the
+    // trouble: that tunnel closes.
+    const BodyFraming& body = request_.framing.body;
+    const HeaderField* expect = request_.head.find("Expect");
+    keep_after_response_ = body.kind != BodyKind::chunked && expect == nullptr;
+  }
   if (listener_.mode == ListenerMode::sni || !client_) {
     // The client speaks TLS to what it thinks is S3: no HTTP answer, a close.
     r.status = 0;
@@ -832,11 +898,11 @@ void Session::fail(Reason reason, const std::string& detail) {
     }
   }
   body += "\n";
-  respond(reasonStatus(reason), reasonStatusText(reason), body, true, reason);
+  respond(reasonStatus(reason), reasonStatusText(reason), body, true, reason, keep_after_response_);
 }
 
 void Session::respond(int status, std::string_view status_text, std::string_view body,
-                      bool with_proxy_status, Reason reason) {
+                      bool with_proxy_status, Reason reason, bool keep_alive) {
   if (state_ != State::responding) {
     transitionTo(State::responding);
   }
@@ -852,7 +918,7 @@ void Session::respond(int status, std::string_view status_text, std::string_view
   }
   out_ += "Content-Type: text/plain\r\n";
   out_ += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-  out_ += "Connection: close\r\n\r\n";
+  out_ += keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
   out_ += body;
   out_pos_ = 0;
   event_del(client_read_.get());
@@ -881,6 +947,10 @@ void Session::onWritable() {
     return;
   }
   event_del(client_write_.get());
+  if (keep_after_response_) {
+    afterKeptResponse();
+    return;
+  }
   startLinger();
 }
 
@@ -925,6 +995,12 @@ void Session::onTimeout() {
     case State::responding:
       finish(CloseCause::client_stalled);
       return;
+    case State::inspect_handshake:
+      finish(CloseCause::header_timeout);
+      return;
+    case State::discarding:
+      finish(CloseCause::idle_timeout);
+      return;
     case State::lingering:
       finish(r.close);
       return;
@@ -953,8 +1029,189 @@ void Session::finish(CloseCause close) {
     countBytes(r.bytes_up, r.bytes_down);
   }
   logRequest();
+  if (!tunnel_logged_) {
+    // The inspected tunnel's own line, after the requests inside it.
+    tunnel_logged_ = true;
+    if (tunnel_record_.close == CloseCause::none) {
+      tunnel_record_.close = r.close;
+    }
+    tunnel_record_.time_ms = nowMillisSinceEpoch();
+    tunnel_record_.duration_ms = millisSince(tunnel_started_);
+    if (const auto& log = request_.runtime->access_log) {
+      log->write(tunnel_record_);
+    }
+  }
   // The client stream goes last: a forwarder being torn down may still hold it.
   owner_.reap(this);
+}
+
+// ---- inspection ----
+
+bool Session::inspectionWanted(const Decision& d) const {
+  const Runtime& rt = *request_.runtime;
+  return rt.config->tunnel.inspect && rt.inspect_tls && !inspecting_ &&
+         listener_.mode == ListenerMode::forward && !d.ip_literal &&
+         isBucketEndpoint(d.name.kind) &&
+         (rt.inspect_tls->covers(d.host) ||
+          rt.config->tunnel.inspect_uncovered == InspectUncovered::deny);
+}
+
+void Session::startInspection() {
+  const Decision& d = request_.decision;
+  if (!request_.runtime->inspect_tls->covers(d.host)) {
+    // inspect_uncovered: deny (blind names never get here).
+    fail(Reason::inspect_not_covered,
+         "the inspection certificate does not cover " + d.host + " (inspect_uncovered: deny)");
+    return;
+  }
+  AccessRecord& r = request_.record;
+  r.status = 200;
+  inspecting_ = true;
+  tunnel_host_ = d.host;
+  tunnel_port_ = d.port;
+  tunnel_open_ = true;
+  tunnel_started_ = Clock::now();
+  owner_.metrics().tunnelOpened();
+  // Client bytes after the CONNECT head (a ClientHello sent at once) belong to TLS.
+  std::string prefix = in_.substr(std::min(in_.size(), request_.head_length));
+  in_.clear();
+  size_t written = 0;
+  while (written < kConnectEstablished.size()) {
+    Stream::Result w =
+        client_->write(kConnectEstablished.data() + written, kConnectEstablished.size() - written);
+    if (w.status != Stream::Io::ok) {
+      // 39 bytes on a new connection do not block; a client that makes them is gone.
+      finish(CloseCause::client_error);
+      return;
+    }
+    written += w.bytes;
+  }
+  UniqueFd fd = client_->releaseFd();
+  SslPtr ssl = request_.runtime->inspect_tls->newSsl(fd.get(), prefix);
+  if (!ssl) {
+    client_ = Stream::plain(std::move(fd));
+    finish(CloseCause::error);
+    return;
+  }
+  client_ = Stream::tls(std::move(fd), std::move(ssl));
+  tunnel_record_ = r;  // the CONNECT's line is the tunnel's, written at its end
+  tunnel_logged_ = false;
+  request_.logged = true;
+  transitionTo(State::inspect_handshake);
+  armTimer(config().limits.header_timeout);
+  continueInspectHandshake();
+}
+
+void Session::continueInspectHandshake() {
+  Stream::Result r = client_->handshake();
+  if (r.status == Stream::Io::would_block) {
+    short wants = client_->wantEvents();
+    (wants & EV_READ) ? event_add(client_read_.get(), nullptr) : event_del(client_read_.get());
+    (wants & EV_WRITE) ? event_add(client_write_.get(), nullptr) : event_del(client_write_.get());
+    return;
+  }
+  event_del(client_write_.get());
+  if (r.status != Stream::Io::ok) {
+    // Most often a client that does not trust the inspection CA (its alert
+    // ends the handshake): the tunnel's line says so.
+    countDecision(tunnel_record_.decision);
+    tunnel_record_.close = CloseCause::tls_handshake_failed;
+    finish(CloseCause::tls_handshake_failed);
+    return;
+  }
+  const char* sni = SSL_get_servername(client_->ssl(), TLSEXT_NAMETYPE_host_name);
+  std::string name;
+  if (sni == nullptr || !normalizeHostName(sni, &name) || name != tunnel_host_) {
+    tunnel_record_.decision = Verdict::deny;
+    tunnel_record_.reason = Reason::sni_mismatch;
+    owner_.metrics().countDenied(Reason::sni_mismatch);
+    countDecision(Verdict::deny);
+    tunnel_record_.close = CloseCause::sni_mismatch;
+    finish(CloseCause::sni_mismatch);
+    return;
+  }
+  countDecision(tunnel_record_.decision);
+  transitionTo(State::reading_head);
+  event_add(client_read_.get(), nullptr);
+  event_active(kick_.get(), EV_TIMEOUT, 0);  // nextRequest(): the first request inside
+}
+
+void Session::onInspectedRequest() {
+  const RequestHead& head = request_.head;
+  request_.plain_http = true;
+  request_.framing = checkRequestFraming(head, /*require_host=*/true);
+  if (request_.framing.reason != Reason::none) {
+    fail(request_.framing.reason, "the request's framing is ambiguous or malformed");
+    return;
+  }
+  // The bucket comes from the Host a request names (or its path), whatever
+  // name the tunnel was opened to.
+  const HeaderField* host = head.find("Host");
+  std::string authority(host != nullptr ? host->value : std::string_view());
+  if (authority.find(':') == std::string::npos || authority.back() == ']') {
+    authority += ":" + std::to_string(tunnel_port_);
+  }
+  RequestTarget target;
+  if (parseRequestTarget("CONNECT", authority, &target) != Reason::none) {
+    request_.record.host = std::string(host != nullptr ? host->value : "-");
+    fail(Reason::bad_host, "the Host field is not a host name");
+    return;
+  }
+  if (target.port != tunnel_port_) {
+    fail(Reason::bad_request, "the Host field names another port than the tunnel's");
+    return;
+  }
+  DecisionInput input = decisionInput(RequestKindForDecision::inspect);
+  input.host = target.host;
+  input.host_is_ipv6_literal = target.host_is_ipv6_literal;
+  input.port = tunnel_port_;
+  input.port_given = true;
+  if (!readCopySource(input)) {
+    return;
+  }
+  decideHead(input);
+}
+
+void Session::afterKeptResponse() {
+  keep_after_response_ = false;
+  logRequest();
+  const BodyFraming& body = request_.framing.body;
+  uint64_t length = body.kind == BodyKind::content_length ? body.length : 0;
+  size_t after_head = std::min(in_.size(), request_.head_length);
+  size_t here = static_cast<size_t>(std::min<uint64_t>(length, in_.size() - after_head));
+  in_.erase(0, after_head + here);  // what follows is the next request
+  discard_left_ = length - here;
+  if (discard_left_ > 0) {
+    transitionTo(State::discarding);
+    event_add(client_read_.get(), nullptr);
+    armTimer(config().limits.idle_timeout);
+    if (client_->hasBufferedInput()) {
+      discardBody();
+    }
+    return;
+  }
+  transitionTo(State::reading_head);
+  event_add(client_read_.get(), nullptr);
+  event_active(kick_.get(), EV_TIMEOUT, 0);
+}
+
+void Session::discardBody() {
+  char* scratch = threadScratch().data();
+  while (discard_left_ > 0) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(discard_left_, kScratchBytes));
+    Stream::Result r = client_->read(scratch, want);
+    if (r.status == Stream::Io::would_block) {
+      return;
+    }
+    if (r.status != Stream::Io::ok) {
+      finish(r.status == Stream::Io::eof ? CloseCause::client_eof : CloseCause::client_error);
+      return;
+    }
+    discard_left_ -= r.bytes;
+    armTimer(config().limits.idle_timeout);
+  }
+  transitionTo(State::reading_head);
+  event_active(kick_.get(), EV_TIMEOUT, 0);
 }
 
 void Session::logRequest() {
@@ -965,6 +1222,10 @@ void Session::logRequest() {
   AccessRecord& r = request_.record;
   r.time_ms = nowMillisSinceEpoch();
   r.duration_ms = millisSince(request_.started);
+  if (inspecting_ && r.kind == RecordKind::inspect) {
+    tunnel_record_.bytes_up += r.bytes_up;
+    tunnel_record_.bytes_down += r.bytes_down;
+  }
   if (const auto& log = request_.runtime->access_log) {
     log->write(r);
   }

@@ -59,6 +59,8 @@ class Session {
     forwarding,
     responding,
     lingering,
+    inspect_handshake,
+    discarding,
     closed
   };
   static std::string_view stateName(State state);
@@ -127,6 +129,14 @@ class Session {
   DecisionInput decisionInput(RequestKindForDecision kind) const;
   void decideHead(const DecisionInput& input);
   void decide(RequestKindForDecision kind);
+  bool readCopySource(DecisionInput& input);
+  // Inspection (tunnel.inspect): see the diagram above.
+  bool inspectionWanted(const Decision& d) const;
+  void startInspection();
+  void continueInspectHandshake();
+  void onInspectedRequest();
+  void afterKeptResponse();
+  void discardBody();
   void countDecision(Verdict verdict);
   void connectUpstream();
   void onConnected(ConnectResult result);
@@ -140,7 +150,7 @@ class Session {
 
   void fail(Reason reason, const std::string& detail = {});
   void respond(int status, std::string_view status_text, std::string_view body,
-               bool with_proxy_status, Reason reason);
+               bool with_proxy_status, Reason reason, bool keep_alive = false);
   void startLinger();
   void finish(CloseCause close);
   void armTimer(Duration after);
@@ -170,6 +180,15 @@ class Session {
   size_t lingered_ = 0;
 
   Request request_;
+  // An inspected tunnel: its name and port, and its own log line (written at
+  // its end, with the decrypted bytes of every request inside).
+  bool inspecting_ = false;
+  std::string tunnel_host_;
+  uint16_t tunnel_port_ = 0;
+  AccessRecord tunnel_record_;
+  bool tunnel_logged_ = true;
+  bool keep_after_response_ = false;  // a denial inside a tunnel: the tunnel goes on
+  uint64_t discard_left_ = 0;         // body bytes of a denied request still to drop
   std::unique_ptr<Connector::Attempt> attempt_;
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;

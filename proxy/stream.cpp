@@ -70,7 +70,10 @@ class TlsStream final : public Stream {
   int fd() const override { return fd_.get(); }
   bool isTls() const override { return true; }
   SSL* ssl() const override { return ssl_.get(); }
-  bool hasBufferedInput() const override { return SSL_pending(ssl_.get()) > 0; }
+  // Decrypted bytes, or (a buffer BIO holding a prefix) encrypted ones not yet read.
+  bool hasBufferedInput() const override {
+    return SSL_pending(ssl_.get()) > 0 || BIO_pending(SSL_get_rbio(ssl_.get())) > 0;
+  }
 
   Result handshake() override {
     read_wants_ = 0;

@@ -199,6 +199,57 @@ SslPtr TlsServerContext::newSsl(int fd) {
   return ssl;
 }
 
+SslPtr TlsServerContext::newSsl(int fd, std::string_view prefix) {
+  if (prefix.empty()) {
+    return newSsl(fd);
+  }
+  SslPtr ssl(SSL_new(ctx_.get()));
+  if (!ssl) {
+    return nullptr;
+  }
+  // Reads go through a buffer BIO preloaded with the prefix, then the socket;
+  // writes go straight to the socket.
+  BIO* socket_read = BIO_new_socket(fd, BIO_NOCLOSE);
+  BIO* buffer = BIO_new(BIO_f_buffer());
+  BIO* socket_write = BIO_new_socket(fd, BIO_NOCLOSE);
+  if (socket_read == nullptr || buffer == nullptr || socket_write == nullptr ||
+      BIO_set_buffer_read_data(buffer, const_cast<char*>(prefix.data()),
+                               static_cast<long>(prefix.size())) != 1) {
+    BIO_free(socket_read);
+    BIO_free(buffer);
+    BIO_free(socket_write);
+    return nullptr;
+  }
+  BIO_push(buffer, socket_read);
+  SSL_set_bio(ssl.get(), buffer, socket_write);  // the SSL owns both chains now
+  SSL_set_accept_state(ssl.get());
+  return ssl;
+}
+
+void TlsServerContext::offerHttp11Only() {
+  SSL_CTX_set_alpn_select_cb(
+      ctx_.get(),
+      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+         unsigned int inlen, void*) -> int {
+        static const unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+        unsigned char* chosen = nullptr;
+        if (SSL_select_next_proto(&chosen, outlen, kHttp11, sizeof(kHttp11), in, inlen) ==
+            OPENSSL_NPN_NEGOTIATED) {
+          *out = chosen;
+          return SSL_TLSEXT_ERR_OK;
+        }
+        return SSL_TLSEXT_ERR_NOACK;  // no ALPN: HTTP/1.1 all the same
+      },
+      nullptr);
+}
+
+bool TlsServerContext::covers(std::string_view host) const {
+  X509* cert = SSL_CTX_get0_certificate(ctx_.get());
+  return cert != nullptr &&
+         X509_check_host(cert, host.data(), host.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                         nullptr) == 1;
+}
+
 std::string peerCommonName(SSL* ssl) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) {

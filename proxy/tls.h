@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace s3gate {
@@ -63,7 +64,15 @@ class TlsServerContext {
                                                   const std::string& private_key,
                                                   const std::string& client_ca, std::string* error);
   SslPtr newSsl(int fd);
+  // The same, with `prefix` (bytes already read from the socket: a ClientHello
+  // that came with the CONNECT) read before anything from the socket.
+  SslPtr newSsl(int fd, std::string_view prefix);
   bool requiresClientCertificate() const { return require_client_cert_; }
+  // ALPN: choose http/1.1 when offered, never anything else (inspection
+  // speaks HTTP/1.1 to the client).
+  void offerHttp11Only();
+  // Whether the certificate names `host` (a wildcard covers one label only).
+  bool covers(std::string_view host) const;
 
  private:
   SslCtxPtr ctx_;
