@@ -74,31 +74,49 @@ stage "tests: ThreadSanitizer build"
   cd "$root/build-tsan" && ctest --output-on-failure -j "$jobs" -R "$TSAN_TESTS"
 ) || status=1
 took
-stage "fuzz: each harness for ${fuzz_seconds} s"
-while read -r name seeds; do
-  work="$root/build-fuzz/fuzz-run/$name"
+stage "fuzz: each harness for ${fuzz_seconds} s, ${jobs} at a time"
+fuzz_one() {  # name, seed directories...
+  local name="$1"
+  shift
+  local work="$root/build-fuzz/fuzz-run/$name"
   mkdir -p "$work/corpus"
-  args=("$work/corpus")
-  read -r -a seed_dirs <<<"$seeds"
-  args+=("${seed_dirs[@]}")
+  local args=("$work/corpus" "$@")
   if [ -f "$root/test/fuzz/$name.dict" ]; then
     args+=("-dict=$root/test/fuzz/$name.dict")
   fi
   # -timeout: one input running 10 s is a hang. The outer timeout ends a run
   # that does not stop by itself (a sanitizer busy with a huge heap).
-  if (
+  local rc=0
+  (
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     cd "$work" && timeout -k 10 $((fuzz_seconds + 120)) "$root/build-fuzz/test/fuzz/$name" \
       "${args[@]}" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
       -artifact_prefix="$work/" -print_final_stats=1 >"$work/log" 2>&1
-  ); then
-    echo "   $name: $(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | grep -o '[0-9]*$') runs, no failure"
+  ) || rc=$?
+  echo "$rc" >"$work/rc"
+}
+fuzz_names=()
+while read -r name seeds; do
+  read -r -a seed_dirs <<<"$seeds"
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  rm -f "$root/build-fuzz/fuzz-run/$name/rc"
+  fuzz_one "$name" "${seed_dirs[@]}" &
+  fuzz_names+=("$name")
+done <"$root/build-fuzz/test/fuzz/fuzz-targets.txt"
+wait || true
+for name in "${fuzz_names[@]}"; do
+  work="$root/build-fuzz/fuzz-run/$name"
+  if [ "$(cat "$work/rc" 2>/dev/null)" = 0 ]; then
+    runs="$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$work/log" | grep -o '[0-9]*$')"
+    echo "   $name: $runs runs, no failure"
   else
     echo "   $name FAILED; the input is in $work/ (crash-*, timeout-*, oom-*):"
     tail -n 60 "$work/log"
     status=1
   fi
-done <"$root/build-fuzz/test/fuzz/fuzz-targets.txt"
+done
 took
 exit $status
