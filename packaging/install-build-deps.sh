@@ -17,6 +17,10 @@ packages=(
   python3-yaml
   # the style check of test/run-all.sh (the code follows .clang-format)
   clang-format
+  # the fuzz build of test/run-all.sh: clang, its libFuzzer and sanitizer
+  # runtimes (only recommended by clang, so named here), and llvm-symbolizer
+  # for readable sanitizer stacks
+  clang libclang-rt-dev llvm
 )
 
 missing=()
