@@ -62,6 +62,9 @@ void checkS3Name(const std::string& host) {
     return;
   }
   check(!name.region.empty());
+  if (name.kind == S3NameKind::express) {
+    return;  // the endpoint/virtual-hosted round trip below is for the s3 endpoints only
+  }
   if (name.kind == S3NameKind::endpoint) {
     check(name.bucket.empty());
     // A bucket in front of an endpoint makes the virtual-hosted name.
