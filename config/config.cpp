@@ -5,6 +5,8 @@
 #include "common/text.h"
 #include "config/yaml_reader.h"
 
+#include <yaml-cpp/eventhandler.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -444,6 +446,52 @@ class ConfigReader {
   std::vector<std::pair<std::string, SocketAddress>> bound_;
 };
 
+// Where each YAML document starts, without building them. yaml-cpp 0.7's
+// LoadAll() never returns on some malformed input (a lone ",": it yields the
+// same empty document forever, allocating as it goes), so the documents are
+// counted with a bound: two are enough to refuse, and one that starts where
+// the previous one did means the parser is stuck.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+constexpr size_t kStuck = static_cast<size_t>(-1);
+
+// 0, 1 or 2 (meaning "more than one", *at = the second's start), or kStuck
+// (*at = where). Throws YAML::Exception on a syntax error.
+size_t countDocuments(const std::string& text, YAML::Mark* at) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts handler;
+  while (handler.starts.size() < 2 && parser.HandleNextDocument(handler)) {
+    size_t n = handler.starts.size();
+    if (n >= 2 && handler.starts[n - 1].pos == handler.starts[n - 2].pos) {
+      *at = handler.starts[n - 1];
+      return kStuck;
+    }
+  }
+  if (handler.starts.size() == 2) {
+    *at = handler.starts[1];
+    if (handler.starts[1].pos == handler.starts[0].pos) {
+      return kStuck;
+    }
+  }
+  return handler.starts.size();
+}
+
 }  // namespace
 
 ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& source_name) {
@@ -451,13 +499,19 @@ ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& 
   auto config = std::make_shared<Config>();
   config->source = source_name;
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.size() > 1) {
-      loader.fail(documents[1].Mark(), kFilePath,
-                  "only one YAML document is allowed; remove the second \"---\"");
+    std::string text(yaml);
+    YAML::Mark stuck;
+    size_t documents = countDocuments(text, &stuck);
+    if (documents == kStuck) {
+      loader.fail(stuck, kFilePath, "YAML syntax error: the parser cannot get past this point");
+    } else {
+      if (documents > 1) {
+        loader.fail(stuck, kFilePath,
+                    "only one YAML document is allowed; remove the second \"---\"");
+      }
+      YAML::Node root = documents == 0 ? YAML::Node() : YAML::Load(text);
+      ConfigReader(loader, *config).read(root);
     }
-    YAML::Node root = documents.empty() ? YAML::Node() : documents.front();
-    ConfigReader(loader, *config).read(root);
   } catch (const YAML::Exception& e) {
     loader.fail(e.mark, kFilePath, "YAML syntax error: " + e.msg);
   } catch (const std::exception& e) {
