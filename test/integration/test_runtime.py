@@ -5,7 +5,7 @@
 - a reload that moves DNS to another server sends the next lookups there;
 - a reload that moves the access log writes the next lines to the new file;
 - --check refuses exactly what start-up refuses (a missing certificate,
-  tunnel.inspect) and prints the warnings for risky settings;
+  an inspection certificate) and prints the warnings for risky settings;
 - a client outside `clients` is answered at once, before any request head;
 - a client that closes an allowed tunnel before a byte is allow/client_eof;
 - an IPv4-mapped PROXY source is the IPv4 address.
@@ -208,13 +208,16 @@ class CheckParityTest(h.ProxyTestCase):
         self.assertEqual(start.returncode, 1, start.stderr)
         self.assertIn("listeners[0].tls", start.stderr)
 
-    def test_inspect_refused_by_check_and_start_alike(self):
-        cfg = self.config({"tunnel": {"inspect": True}})
+    def test_missing_inspection_certificate_refused_by_check_and_start_alike(self):
+        cfg = self.config({"tunnel": {"inspect": True,
+                                      "inspect_certificate": "/nonexistent/inspect.pem",
+                                      "inspect_private_key": "/nonexistent/inspect.key"}})
         check, start = self.run_check(cfg)
         self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
-        self.assertIn("tunnel.inspect", check.stderr)
+        self.assertIn("tunnel.inspect_certificate", check.stderr)
+        self.assertIn("/nonexistent/inspect.pem", check.stderr)
         self.assertEqual(start.returncode, 1)
-        self.assertIn("tunnel.inspect", start.stderr)
+        self.assertIn("tunnel.inspect_certificate", start.stderr)
 
     def test_check_warns_of_risky_settings(self):
         cfg = self.config({"mode": "report", "trusted_proxies": []})
