@@ -5,6 +5,7 @@
 #include "common/text.h"
 #include "config/yaml_reader.h"
 
+#include <openssl/evp.h>
 #include <yaml-cpp/eventhandler.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <initializer_list>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <tuple>
 #include <utility>
 
@@ -499,6 +501,7 @@ ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& 
   auto config = std::make_shared<Config>();
   config->source = source_name;
   try {
+    config->sha256 = sha256Hex(yaml);
     std::string text(yaml);
     YAML::Mark stuck;
     size_t documents = countDocuments(text, &stuck);
@@ -551,6 +554,22 @@ ConfigLoadResult loadConfigFromFile(const std::string& path) {
     return result;
   }
   return loadConfigFromString(text.str(), path);
+}
+
+std::string sha256Hex(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 digest failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(static_cast<size_t>(length) * 2);
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 0x0f];
+  }
+  return hex;
 }
 
 ConfigLoadResult loadDefaultConfig() {

@@ -118,6 +118,9 @@ struct Config {
   std::string access_log = "stdout";  // "stdout", "off" or a file path
 
   std::string source;  // the file name as given, or "<default>"
+  // SHA-256 of the bytes loaded (the file's, or the embedded default's YAML
+  // text), lower-case hex: s3gate_config_info{sha256} (SPEC section 5).
+  std::string sha256;
 };
 
 using ConfigPtr = std::shared_ptr<const Config>;
@@ -130,12 +133,16 @@ struct ConfigLoadResult {
   bool ok() const { return config != nullptr; }
 };
 
-// `source_name` is used in error messages and Config::source.
+// `source_name` is used in error messages and Config::source; Config::sha256
+// is the digest of `yaml` exactly as given.
 ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& source_name);
 ConfigLoadResult loadConfigFromFile(const std::string& path);
 
 // The embedded default (SPEC section 1): YAML text, and the loaded form.
 std::string_view defaultConfigYaml();
 ConfigLoadResult loadDefaultConfig();
+
+// SHA-256 of `bytes`, 64 lower-case hex digits.
+std::string sha256Hex(std::string_view bytes);
 
 }  // namespace s3gate

@@ -103,6 +103,12 @@ struct Metrics::Impl {
   prometheus::Gauge* last_reload_successful = nullptr;
   prometheus::Gauge* draining = nullptr;
 
+  // The one s3gate_config_info series, replaced when the digest changes.
+  mutable std::mutex config_info_mu;
+  prometheus::Family<prometheus::Gauge>* config_info_family = nullptr;
+  prometheus::Gauge* config_info = nullptr;
+  std::string config_sha256;
+
   // Bucket rules are bounded by the configuration; their children are created
   // on first use and never removed (a reload keeps the old rule's totals).
   std::mutex bucket_mu;
@@ -215,6 +221,14 @@ Metrics::Metrics()
       .Register(registry)
       .Add({{"version", S3GATE_VERSION}})
       .Set(1);
+
+  impl.config_info_family =
+      &prometheus::BuildGauge()
+           .Name("s3gate_config_info")
+           .Help(
+               "The configuration loaded; sha256 is the digest of its file's bytes. "
+               "The value is always 1.")
+           .Register(registry);
 }
 
 Metrics::~Metrics() = default;
@@ -288,6 +302,19 @@ void Metrics::configReloaded(bool success) {
   impl_->last_reload_successful->Set(success ? 1 : 0);
 }
 
+void Metrics::setConfigInfo(const std::string& sha256) {
+  std::lock_guard lock(impl_->config_info_mu);
+  if (impl_->config_info != nullptr && impl_->config_sha256 == sha256) {
+    return;
+  }
+  if (impl_->config_info != nullptr) {
+    impl_->config_info_family->Remove(impl_->config_info);
+  }
+  impl_->config_info = &impl_->config_info_family->Add({{"sha256", sha256}});
+  impl_->config_info->Set(1);
+  impl_->config_sha256 = sha256;
+}
+
 void Metrics::setDraining(bool draining) {
   impl_->draining->Set(draining ? 1 : 0);
 }
@@ -315,6 +342,11 @@ double Metrics::bucketBytes(const std::string& rule, Direction direction) const 
   std::lock_guard lock(impl_->bucket_mu);
   auto it = impl_->bucket_bytes.find(rule);
   return it == impl_->bucket_bytes.end() ? 0 : it->second[index(direction)]->Value();
+}
+
+std::string Metrics::configSha256() const {
+  std::lock_guard lock(impl_->config_info_mu);
+  return impl_->config_sha256;
 }
 
 }  // namespace s3gate

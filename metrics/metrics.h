@@ -54,6 +54,10 @@ class Metrics {
   void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
   void configReloaded(bool success);
+  // s3gate_config_info{sha256}: one series, value 1; a new digest replaces the
+  // previous series (SPEC section 5). Called at start-up and after each
+  // successful reload.
+  void setConfigInfo(const std::string& sha256);
   void setDraining(bool draining);
 
   // Value readers, for tests.
@@ -62,6 +66,7 @@ class Metrics {
   double connectionsActive() const;
   double tunnelsActive() const;
   double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
+  std::string configSha256() const;  // empty before setConfigInfo()
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -312,6 +312,7 @@ void Server::removeConnection() {
 int Server::run() {
   RuntimePtr runtime = this->runtime();
   const Config* config = runtime->config.get();
+  metrics_.setConfigInfo(config->sha256);
   control_.reset(event_base_new());
   if (!control_) {
     logLine("error", "event_base_new failed");
@@ -469,6 +470,7 @@ void Server::reload() {
     worker->post([worker, fresh = built.runtime] { worker->setRuntime(fresh); });
   }
   logLine("info", "configuration reloaded from " + config_path_);
+  metrics_.setConfigInfo(built.runtime->config->sha256);
   metrics_.configReloaded(true);
   notifySystemd("READY=1");
 }

@@ -1,17 +1,26 @@
 """The CloudFormation template of the fleet, packaging/aws/s3gate-fleet.yaml,
 checked without AWS: it parses (CloudFormation's short-form tags included),
 every name it refers to is one it defines, the load balancer and the security
-groups are set up as the README's "Operations behind an NLB" says, and the
-s3gate.yaml its UserData writes, with sample parameter values substituted,
-passes `s3gate --check` and decides as intended ($S3GATE_BIN; skipped without).
+groups are set up as the README's "Operations behind an NLB" says, the S3 and
+S3 Express gateway endpoints, the scaling policy and the drain on scale-in,
+the access log's way to CloudWatch Logs and the instance role are what the
+template's comments promise, and the s3gate.yaml its UserData writes, with
+sample parameter values substituted, passes `s3gate --check` and decides as
+intended ($S3GATE_BIN; skipped without). `cfn-lint` checks it against the
+resource specifications when it is installed (skipped, with the reason,
+without it).
 
 Needs PyYAML (Debian: python3-yaml); skipped, with the reason, without it."""
 
+import http.server
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
 
 try:
@@ -46,6 +55,8 @@ PSEUDO = {
     "AWS::NotificationARNs": [],
     "AWS::NoValue": None,
 }
+EXPRESS = {"S3ExpressBuckets": ["scratch--usw2-az1--x-s3", "cache--*--x-s3"],
+           "S3ExpressPrefixListId": "pl-0e5f1a2b"}
 NO_VALUE = object()
 FOR_EACH = "Fn::ForEach::"
 
@@ -309,7 +320,8 @@ class FleetTemplateTest(unittest.TestCase):
     def test_every_parameter_and_condition_is_used(self):
         with open(TEMPLATE, encoding="utf-8") as f:
             text = f.read()
-        body = text.split("\nResources:", 1)[1]
+        # Conditions, Rules, Resources and Outputs may use a parameter.
+        body = text.split("\nConditions:", 1)[1]
         for name in self.t["Parameters"]:
             self.assertTrue(re.search(rf"(Ref |\$\{{){re.escape(name)}\b", body), f"parameter {name} is never used")
         conditions_text = text.split("\nConditions:", 1)[1]
@@ -321,14 +333,20 @@ class FleetTemplateTest(unittest.TestCase):
         outputs = self.t["Outputs"]
         values = [o["Value"] for o in outputs.values()]
         self.assertIn({"Fn::GetAtt": ["LoadBalancer", "DNSName"]}, values)
-        endpoint = self.one("AWS::EC2::VPCEndpoint")
-        endpoint_name = next(n for n, (b, _) in self.res.items() if b is endpoint)
-        self.assertIn({"Ref": endpoint_name}, values)
+        self.assertIn({"Ref": "S3GatewayEndpoint"}, values)
+        self.assertEqual(outputs["S3ExpressGatewayEndpointId"]["Value"], {"Ref": "S3ExpressGatewayEndpoint"})
+        self.assertEqual(outputs["S3ExpressGatewayEndpointId"]["Condition"], "HasS3Express")
+        self.assertEqual(outputs["AccessLogGroupName"]["Value"], {"Ref": "AccessLogGroup"})
 
     # ------------------------------------------------------ the deployment
 
+    def endpoints(self):
+        return dict(self.of_type("AWS::EC2::VPCEndpoint"))
+
     def test_gateway_endpoint(self):
-        props = self.one("AWS::EC2::VPCEndpoint")["Properties"]
+        gateways = {n: b for n, b in self.endpoints().items() if b["Properties"]["VpcEndpointType"] == "Gateway"}
+        self.assertEqual(sorted(gateways), ["S3ExpressGatewayEndpoint", "S3GatewayEndpoint"])
+        props = gateways["S3GatewayEndpoint"]["Properties"]
         self.assertEqual(props["VpcEndpointType"], "Gateway")
         self.assertEqual(props["ServiceName"], {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"})
         self.assertEqual(props["RouteTableIds"], {"Ref": "RouteTableIds"})
@@ -393,15 +411,34 @@ class FleetTemplateTest(unittest.TestCase):
     def test_security_groups(self):
         groups = dict(self.of_type("AWS::EC2::SecurityGroup"))
         instance = groups["InstanceSecurityGroup"]["Properties"]
-        # Inline egress replaces the default allow-all: HTTPS to the S3 prefix list, nothing else.
-        self.assertEqual([(e["IpProtocol"], e["FromPort"], e["ToPort"], e.get("DestinationPrefixListId"))
-                          for e in instance["SecurityGroupEgress"]],
-                         [("tcp", 443, 443, {"Ref": "S3PrefixListId"})])
+        # Inline egress replaces the default allow-all: HTTPS to the S3 prefix list, to the
+        # S3 Express prefix list (with S3ExpressBuckets) and to the interface endpoints.
+        def egress(**overrides):
+            params = dict(sample_params(self.t), **overrides)
+            rules = Evaluator(self.t, params).eval(instance["SecurityGroupEgress"])
+            return [(e["IpProtocol"], e["FromPort"], e["ToPort"],
+                     e.get("DestinationPrefixListId") or e.get("DestinationSecurityGroupId")) for e in rules]
+
+        self.assertEqual(egress(), [("tcp", 443, 443, "pl-68a54001"),
+                                    ("tcp", 443, 443, "<EndpointSecurityGroup.GroupId>")])
+        self.assertEqual(egress(S3ExpressBuckets=["scratch--usw2-az1--x-s3"], S3ExpressPrefixListId="pl-0e5f1a2b"),
+                         [("tcp", 443, 443, "pl-68a54001"), ("tcp", 443, 443, "pl-0e5f1a2b"),
+                          ("tcp", 443, 443, "<EndpointSecurityGroup.GroupId>")])
+        # The endpoints' group: HTTPS from the instances only, and no egress at all.
+        endpoint_group = groups["EndpointSecurityGroup"]["Properties"]
+        self.assertNotIn("SecurityGroupIngress", endpoint_group)
+        self.assertEqual([(e["IpProtocol"], e["FromPort"], e["ToPort"], e["CidrIp"])
+                          for e in endpoint_group["SecurityGroupEgress"]], [("icmp", 252, 86, "127.0.0.1/32")])
         self.assertEqual([(i["FromPort"], i.get("CidrIp")) for i in instance["SecurityGroupIngress"]],
                          [(9464, {"Ref": "MonitoringCidr"})])
         self.assertEqual([n for n, (b, _) in self.res.items() if b["Type"] == "AWS::EC2::SecurityGroupEgress"],
                          [], "a separate egress rule would sit next to the default allow-all")
         ingress = [b["Properties"] for _, b in self.of_type("AWS::EC2::SecurityGroupIngress")]
+        to_endpoints = [i for i in ingress
+                        if i["GroupId"] == {"Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}]
+        self.assertEqual([(i["IpProtocol"], i["FromPort"], i["ToPort"], i.get("SourceSecurityGroupId"))
+                          for i in to_endpoints],
+                         [("tcp", 443, 443, {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]})])
         to_instances = [i for i in ingress if i["GroupId"] == {"Fn::GetAtt": ["InstanceSecurityGroup", "GroupId"]}]
         self.assertEqual([(i["FromPort"], i["ToPort"], i.get("SourceSecurityGroupId")) for i in to_instances],
                          [(3128, 3128, {"Fn::GetAtt": ["LoadBalancerSecurityGroup", "GroupId"]})])
@@ -420,6 +457,261 @@ class FleetTemplateTest(unittest.TestCase):
         self.assertEqual(statement["Effect"], "Deny")
         self.assertEqual(statement["Condition"], {"StringNotEquals": {"aws:SourceVpce": "<S3GatewayEndpoint>"}})
         self.assertEqual(statement["Resource"], ["arn:aws:s3:::studio-media", "arn:aws:s3:::studio-media/*"])
+
+    # --------------------------------------------------- S3 Express One Zone
+
+    def test_s3express_gateway_endpoint(self):
+        body = self.endpoints()["S3ExpressGatewayEndpoint"]
+        self.assertEqual(body["Condition"], "HasS3Express")
+        self.assertFalse(Evaluator(self.t, sample_params(self.t)).condition("HasS3Express"), "off by default")
+        self.assertTrue(Evaluator(self.t, dict(sample_params(self.t), **EXPRESS)).condition("HasS3Express"))
+        props = body["Properties"]
+        self.assertEqual(props["VpcEndpointType"], "Gateway")
+        self.assertEqual(props["ServiceName"], {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3express"})
+        self.assertEqual(props["RouteTableIds"], {"Ref": "RouteTableIds"})
+        for partition in ("aws", "aws-cn", "aws-us-gov"):
+            PSEUDO["AWS::Partition"] = partition
+            try:
+                policy = Evaluator(self.t, dict(sample_params(self.t), **EXPRESS)).eval(props["PolicyDocument"])
+            finally:
+                PSEUDO["AWS::Partition"] = "aws"
+            statement, = policy["Statement"]
+            self.assertEqual((statement["Effect"], statement["Principal"], statement["Action"]),
+                             ("Allow", "*", "s3express:CreateSession"))
+            self.assertEqual(statement["Resource"],
+                             [f"arn:{partition}:s3express:*:*:bucket/scratch--usw2-az1--x-s3",
+                              f"arn:{partition}:s3express:*:*:bucket/cache--*--x-s3"])
+
+    def test_s3express_rules(self):
+        rules = self.t["Rules"]
+        needs_list = rules["S3ExpressNeedsItsPrefixList"]
+        self.assertEqual(needs_list["RuleCondition"],
+                         {"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "S3ExpressBuckets"}, ""]}]})
+        self.assertEqual(needs_list["Assertions"][0]["Assert"],
+                         {"Fn::Not": [{"Fn::Equals": [{"Ref": "S3ExpressPrefixListId"}, ""]}]})
+        needs_networks = rules["S3ExpressNeedsItsNetworks"]
+        self.assertEqual(needs_networks["Assertions"][0]["Assert"],
+                         {"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "S3ExpressPrefixListCidrs"}, ""]}]})
+        self.assertIn({"Fn::Not": [{"Fn::EachMemberEquals": [{"Ref": "S3PrefixListCidrs"}, ""]}]},
+                      needs_networks["RuleCondition"]["Fn::And"])
+
+    # ------------------------------------------------- scaling and scale-in
+
+    def test_scaling_policy(self):
+        policy = self.one("AWS::AutoScaling::ScalingPolicy")["Properties"]
+        self.assertEqual(policy["AutoScalingGroupName"], {"Ref": "AutoScalingGroup"})
+        self.assertEqual(policy["PolicyType"], "TargetTrackingScaling")
+        self.assertEqual(policy["EstimatedInstanceWarmup"], {"Ref": "ScalingWarmupSeconds"})
+        self.assertEqual(self.t["Parameters"]["ScalingMetric"]["AllowedValues"], ["NetworkOut", "CPU"])
+        self.assertEqual(self.t["Parameters"]["ScalingMetric"]["Default"], "NetworkOut")
+        for metric, expected in (("NetworkOut", ("ASGAverageNetworkOut", "12000000000")),
+                                 ("CPU", ("ASGAverageCPUUtilization", "60"))):
+            params = dict(sample_params(self.t), ScalingMetric=metric)
+            tracking = Evaluator(self.t, params).eval(policy["TargetTrackingConfiguration"])
+            self.assertEqual((tracking["PredefinedMetricSpecification"]["PredefinedMetricType"],
+                              str(tracking["TargetValue"])), expected, metric)
+            self.assertFalse(tracking.get("DisableScaleIn", False), "scale-in is the point of the drain")
+        # Per-minute metrics, so that the NetworkOut target is per minute.
+        lt = self.one("AWS::EC2::LaunchTemplate")["Properties"]["LaunchTemplateData"]
+        self.assertEqual(lt["Monitoring"], {"Enabled": True})
+        self.assertIn("per minute", self.t["Parameters"]["ScalingTargetNetworkOutBytes"]["Description"])
+
+    def test_scale_in_drains_whole(self):
+        asg = self.one("AWS::AutoScaling::AutoScalingGroup")
+        hook, = asg["Properties"]["LifecycleHookSpecificationList"]
+        self.assertEqual(hook["LifecycleTransition"], "autoscaling:EC2_INSTANCE_TERMINATING")
+        self.assertEqual(hook["HeartbeatTimeout"], {"Ref": "TerminationHookSeconds"})
+        self.assertEqual(hook["DefaultResult"], "CONTINUE")
+        self.assertEqual(asg["Properties"]["TargetGroupARNs"], [{"Ref": "TargetGroup"}])
+        params = self.t["Parameters"]
+        p = {k: int(params[k]["Default"]) for k in ("ShutdownDelaySeconds", "DrainTimeoutSeconds",
+                                                    "DeregistrationDelaySeconds", "TerminationHookSeconds")}
+        drain = p["ShutdownDelaySeconds"] + p["DrainTimeoutSeconds"]
+        self.assertGreaterEqual(p["DeregistrationDelaySeconds"], drain)
+        self.assertGreaterEqual(p["TerminationHookSeconds"], drain + 30)
+        # The relation is written where the operator sets the values.
+        for name in ("DeregistrationDelaySeconds", "TerminationHookSeconds"):
+            self.assertIn("ShutdownDelaySeconds + DrainTimeoutSeconds", " ".join(params[name]["Description"].split()),
+                          name)
+        for name in ("ShutdownDelaySeconds", "DrainTimeoutSeconds"):
+            text = " ".join(params[name]["Description"].split())
+            self.assertIn("DeregistrationDelaySeconds", text, name)
+            self.assertIn("TerminationHookSeconds", text, name)
+        # The instance stops s3gate itself when it is leaving, and says so when the values do not add up.
+        script = self.user_data()
+        self.assertRegex(script, r"(?m)^systemctl enable --now s3gate\.service s3gate-lifecycle\.service$")
+        self.assertIn("TerminationHookSeconds (360) is below", script)
+
+    def test_lifecycle_watcher_stops_s3gate_on_terminated(self):
+        """The watcher the UserData installs, run against a fake instance metadata
+        service on loopback and a fake systemctl: it asks for an IMDSv2 token,
+        ignores InService, and on Terminated runs `systemctl stop s3gate.service` once."""
+        if not shutil.which("bash") or not shutil.which("curl"):
+            self.skipTest("bash and curl are needed to run the lifecycle watcher")
+        m = re.search(r"<<'S3GATE_LIFECYCLE'\n(.*?)\nS3GATE_LIFECYCLE\n", self.user_data(), re.S)
+        self.assertIsNotNone(m, "no s3gate-lifecycle script in UserData")
+        watcher = m.group(1)
+        self.assertIn("imds=http://169.254.169.254/latest\n", watcher)
+        self.assertIn("while sleep 5; do", watcher)
+
+        state = {"value": "InService", "gets": 0, "tokens": 0}
+
+        class Imds(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self):  # noqa: N802
+                ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                state["tokens"] += 1
+                self.send_response(200 if ok else 400)
+                self.end_headers()
+                self.wfile.write(b"TOKEN")
+
+            def do_GET(self):  # noqa: N802
+                if (self.path != "/latest/meta-data/autoscaling/target-lifecycle-state"
+                        or self.headers.get("X-aws-ec2-metadata-token") != "TOKEN"):
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                state["gets"] += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(state["value"].encode())
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Imds)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        with tempfile.TemporaryDirectory(prefix="s3gate-lifecycle-") as tmp:
+            calls = os.path.join(tmp, "systemctl.calls")
+            fake = os.path.join(tmp, "systemctl")
+            with open(fake, "w") as f:
+                f.write(f'#!/bin/sh\necho "$*" >> {calls}\n')
+            os.chmod(fake, 0o755)
+            script = (watcher.replace("imds=http://169.254.169.254/latest",
+                                      f"imds=http://127.0.0.1:{server.server_port}/latest")
+                      .replace("while sleep 5; do", "while sleep 0.05; do"))
+            env = dict(os.environ, PATH=f"{tmp}:{os.environ.get('PATH', '')}")
+            env.pop("http_proxy", None)
+            env.pop("HTTP_PROXY", None)
+            proc = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + 10
+                while state["gets"] < 3 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.assertGreaterEqual(state["gets"], 3, "the watcher does not poll the metadata")
+                self.assertIsNone(proc.poll(), "the watcher stopped while InService")
+                self.assertFalse(os.path.exists(calls), "systemctl ran while InService")
+                state["value"] = "Terminated"
+                out, err = proc.communicate(timeout=10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
+            self.assertEqual(proc.returncode, 0, err)
+            with open(calls) as f:
+                self.assertEqual(f.read(), "stop s3gate.service\n")
+            self.assertIn("draining s3gate", out)
+            self.assertGreaterEqual(state["tokens"], 3, "no IMDSv2 token per poll")
+
+    # -------------------------------------------------- logs and the role
+
+    def test_access_log_to_cloudwatch_logs(self):
+        group = self.res["AccessLogGroup"][0]
+        self.assertEqual(group["Type"], "AWS::Logs::LogGroup")
+        self.assertEqual(group["Properties"]["RetentionInDays"], {"Ref": "AccessLogRetentionDays"})
+        retention = self.t["Parameters"]["AccessLogRetentionDays"]
+        self.assertIn(retention["Default"], retention["AllowedValues"])
+        self.assertLessEqual({1, 7, 30, 90, 365, 3653}, set(retention["AllowedValues"]))
+        ev = Evaluator(self.t, sample_params(self.t))
+        group_name = ev.eval(group["Properties"]["LogGroupName"])
+        self.assertEqual(group_name, "/s3gate/s3gate/access")
+        # The agent's configuration in UserData ships the file s3gate writes to that group.
+        script = self.user_data()
+        m = re.search(r"<<'CWAGENT_JSON'\n(.*?)\nCWAGENT_JSON\n", script, re.S)
+        self.assertIsNotNone(m, "no CloudWatch agent configuration in UserData")
+        agent = json.loads(m.group(1))
+        collected, = agent["logs"]["logs_collected"]["files"]["collect_list"]
+        config = yaml.safe_load(self.config_from(script))
+        self.assertEqual(collected["file_path"], config["access_log"])
+        self.assertEqual(collected["log_group_name"], group_name)
+        self.assertEqual(collected["log_stream_name"], "{instance_id}")
+        self.assertNotIn("retention_in_days", collected, "retention is the log group's (no PutRetentionPolicy)")
+        self.assertIn("cwagent=/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl\n", script)
+        self.assertIn('"$cwagent" -a fetch-config -m ec2 -s', script)
+        self.assertIn("dnf install -y \"$pkg\" amazon-cloudwatch-agent", script)
+        # The logs interface endpoint, private DNS on, admits writes to that group only.
+        logs = self.endpoints()["LogsEndpoint"]["Properties"]
+        self.assertEqual(logs["ServiceName"], {"Fn::Sub": "com.amazonaws.${AWS::Region}.logs"})
+        self.assertEqual((logs["VpcEndpointType"], logs["PrivateDnsEnabled"]), ("Interface", True))
+        self.assertEqual(logs["SubnetIds"], {"Ref": "SubnetIds"})
+        self.assertEqual(logs["SecurityGroupIds"], [{"Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}])
+        statement, = logs["PolicyDocument"]["Statement"]
+        self.assertEqual(statement["Resource"], {"Fn::GetAtt": ["AccessLogGroup", "Arn"]})
+        self.assertEqual(sorted(statement["Action"]),
+                         ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"])
+        # user_agent across the fleet: a Logs Insights query (metrics carry no user_agent).
+        query = self.one("AWS::Logs::QueryDefinition")["Properties"]
+        self.assertEqual(query["LogGroupNames"], [{"Ref": "AccessLogGroup"}])
+        self.assertIn("by user_agent", query["QueryString"])
+        self.assertEqual(self.one("AWS::AutoScaling::AutoScalingGroup")["DependsOn"],
+                         ["S3GatewayEndpoint", "LogsEndpoint"])
+
+    def test_session_manager_endpoints(self):
+        fragment = self.t["Resources"]["Fn::ForEach::SessionManagerEndpoints"]
+        self.assertEqual(fragment[1], ["ssm", "ssmmessages", "ec2messages"])
+        (name, body), = fragment[2].items()
+        self.assertEqual(body["Condition"], "HasSessionManager")
+        self.assertEqual(body["Properties"]["ServiceName"],
+                         {"Fn::Sub": "com.amazonaws.${AWS::Region}.${SessionService}"})
+        self.assertEqual((body["Properties"]["VpcEndpointType"], body["Properties"]["PrivateDnsEnabled"]),
+                         ("Interface", True))
+
+    def role_statements(self, **overrides):
+        role = self.one("AWS::IAM::Role")["Properties"]
+        self.assertNotIn("ManagedPolicyArns", role, "managed policies grant more than the instances need")
+        params = dict(sample_params(self.t), **overrides)
+        policies = Evaluator(self.t, params).eval(role["Policies"])
+        return {p["PolicyName"]: p["PolicyDocument"]["Statement"] for p in policies}
+
+    def test_instance_role_is_least_privileged(self):
+        role = self.one("AWS::IAM::Role")["Properties"]
+        trust, = role["AssumeRolePolicyDocument"]["Statement"]
+        self.assertEqual(trust["Action"], "sts:AssumeRole")
+        with_ssm = self.role_statements()
+        without_ssm = self.role_statements(EnableSessionManager="false")
+        self.assertEqual(sorted(with_ssm), ["s3gate-access-log", "s3gate-package", "s3gate-session-manager"])
+        self.assertEqual(sorted(without_ssm), ["s3gate-access-log", "s3gate-package"])
+        for policy, statements in with_ssm.items():
+            for st in statements:
+                self.assertEqual(st["Effect"], "Allow", policy)
+                actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+                for action in actions:
+                    self.assertRegex(action, r"^[a-z0-9]+:[A-Za-z]+$", f"{policy}: a wildcard action {action!r}")
+        package, = with_ssm["s3gate-package"]
+        self.assertEqual((package["Action"], package["Resource"]),
+                         ("s3:GetObject", "arn:aws:s3:::studio-artifacts/s3gate/s3gate-0.1.0-1.x86_64.rpm"))
+        log, = with_ssm["s3gate-access-log"]
+        self.assertEqual(sorted(log["Action"]), ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"])
+        self.assertEqual(log["Resource"], "<AccessLogGroup.Arn>", "scoped to the access log group")
+        update, channels = with_ssm["s3gate-session-manager"]
+        self.assertEqual(update["Action"], "ssm:UpdateInstanceInformation")
+        self.assertEqual(update["Resource"], "arn:aws:ec2:us-west-2:123456789012:instance/*")
+        # "*" only for the actions that have no resource-level permissions.
+        self.assertEqual(channels["Resource"], "*")
+        self.assertEqual({a.split(":")[0] for a in channels["Action"]}, {"ssmmessages", "ec2messages"})
+
+    # ------------------------------------------------------------ cfn-lint
+
+    def test_cfn_lint(self):
+        lint = shutil.which("cfn-lint")
+        if lint is None:
+            self.skipTest("cfn-lint is not installed (pip install cfn-lint); the structural checks above still ran")
+        out = subprocess.run([lint, TEMPLATE], capture_output=True, text=True, timeout=300,
+                             stdin=subprocess.DEVNULL)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
 
     # ----------------------------------------------------------- UserData
 
@@ -441,7 +733,7 @@ class FleetTemplateTest(unittest.TestCase):
         self.assertTrue(script.startswith("#!/bin/bash\n"))
         self.assertIn("s3://studio-artifacts/s3gate/s3gate-0.1.0-1.x86_64.rpm", script)
         self.assertRegex(script, r"(?m)^/usr/sbin/s3gate -c /etc/s3gate/s3gate.yaml --check$")
-        self.assertRegex(script, r"(?m)^systemctl enable --now s3gate\.service$")
+        self.assertRegex(script, r"(?m)^systemctl enable --now s3gate\.service( |$)")
         self.assertNotIn("${", script.replace("${!", ""), "an unsubstituted ${...}")
         if shutil.which("bash"):
             out = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True, timeout=10)
@@ -461,6 +753,18 @@ class FleetTemplateTest(unittest.TestCase):
         with_networks = yaml.safe_load(self.config_from(
             self.user_data(S3PrefixListCidrs=["52.218.128.0/17", "3.5.76.0/22"])))
         self.assertEqual(with_networks["dns"]["allowed_networks"], ["52.218.128.0/17", "3.5.76.0/22"])
+        # S3 Express: its directory buckets follow AllowedBuckets, its prefix list's
+        # entries follow the S3 one's in allowed_networks.
+        express = yaml.safe_load(self.config_from(self.user_data(**EXPRESS)))
+        self.assertEqual(express["buckets"], [{"name": b, "access": "read-write"}
+                                              for b in SAMPLE["AllowedBuckets"] + EXPRESS["S3ExpressBuckets"]])
+        self.assertNotIn("allowed_networks", express["dns"])
+        for s3, s3express in ((["52.218.128.0/17"], ["3.5.0.0/19", "18.0.0.0/20"]),
+                              ([""], ["3.5.0.0/19"]),
+                              (["52.218.128.0/17", "3.5.76.0/22"], [""])):
+            networks = yaml.safe_load(self.config_from(self.user_data(
+                S3PrefixListCidrs=s3, S3ExpressPrefixListCidrs=s3express, **EXPRESS)))["dns"]["allowed_networks"]
+            self.assertEqual(networks, [n for n in s3 + s3express if n])
 
     def test_user_data_config_passes_check(self):
         if not BIN:
@@ -469,7 +773,9 @@ class FleetTemplateTest(unittest.TestCase):
             for label, overrides in (("default", {}),
                                      ("allowed_networks", {"S3PrefixListCidrs": ["52.218.128.0/17", "3.5.76.0/22"]}),
                                      ("one of each", {"StudioCidrs": ["10.20.0.0/16"], "SubnetCidrs": ["10.0.0.0/24"],
-                                                      "AllowedBuckets": ["studio-media"]})):
+                                                      "AllowedBuckets": ["studio-media"]}),
+                                     ("express", dict(EXPRESS, S3PrefixListCidrs=["52.218.128.0/17"],
+                                                      S3ExpressPrefixListCidrs=["3.5.0.0/19"]))):
                 path = os.path.join(tmp, f"{label.replace(' ', '-')}.yaml")
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(self.config_from(self.user_data(**overrides)))
@@ -493,6 +799,17 @@ class FleetTemplateTest(unittest.TestCase):
                 out = explain(client, target)
                 self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
                 self.assertIn(reason, out.stdout)
+
+            # Directory buckets through the S3 Express names
+            path = os.path.join(tmp, "express.yaml")
+            for target in ("scratch--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443",
+                           "cache--usw2-az3--x-s3.s3express-usw2-az3.us-west-2.amazonaws.com:443"):
+                out = explain("10.20.1.5", target)
+                self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+                self.assertIn("kind=express", out.stdout)
+            out = explain("10.20.1.5", "other--usw2-az1--x-s3.s3express-usw2-az1.us-west-2.amazonaws.com:443")
+            self.assertEqual(out.returncode, 1, out.stdout + out.stderr)
+            self.assertIn("bucket_not_allowed", out.stdout)
 
 
 if __name__ == "__main__":

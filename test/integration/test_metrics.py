@@ -9,13 +9,16 @@
 - a real Prometheus server scrapes the admin port and sees the same values,
   evaluates every dashboard expression and loads the alerting rules;
 - SIGHUP with a good and a broken file, and SIGTERM with a shutdown delay, move
-  the reload counters and the draining gauge.
+  the reload counters and the draining gauge;
+- s3gate_config_info{sha256} is the SHA-256 of the file's bytes, replaced by a
+  good reload and left alone by a rejected one.
 
 promtool and prometheus come from Debian's `prometheus` package; without them
 the tests that need them are skipped with the reason printed.
 """
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -54,6 +57,7 @@ SPEC_METRICS = {
     "s3gate_config_last_reload_successful": "gauge",
     "s3gate_draining": "gauge",
     "s3gate_build_info": "gauge",
+    "s3gate_config_info": "gauge",
 }
 
 
@@ -233,6 +237,15 @@ class MonitoringFilesTest(unittest.TestCase):
             for key in ("for:", "severity:", "summary:", "description:"):
                 self.assertIn(key, block, f"{name} has no {key}")
 
+    def test_config_drift_alert(self):
+        with open(RULES) as f:
+            rules = f.read()
+        blocks = {b.split()[0]: b for b in re.split(r'^\s*- alert:', rules, flags=re.M)[1:]}
+        self.assertIn("S3gateConfigDrift", blocks)
+        block = blocks["S3gateConfigDrift"]
+        self.assertRegex(block, r'expr: count by \(job\) \(count by \(job, sha256\) \(s3gate_config_info\)\) > 1\n')
+        self.assertRegex(block, r'\n\s*for: 15m\n')
+
     def test_dashboard_is_valid(self):
         with open(DASHBOARD) as f:
             dashboard = json.load(f)
@@ -246,8 +259,22 @@ class MonitoringFilesTest(unittest.TestCase):
         for wanted in ("Traffic by bucket rule", "Requests by kind and decision", "Denials by reason",
                        "Active connections and tunnels", "Upstream connect latency",
                        "Upstream errors by reason", "DNS lookups by result", "Tunnel duration",
-                       "Configuration reloads", "Draining", "Build"):
+                       "Configuration reloads", "Draining", "Build", "Configuration versions",
+                       "Instances per configuration", "Configuration by instance"):
             self.assertIn(wanted, titles)
+        by_title = {p["title"]: p for p in panels}
+        # configuration drift across the fleet: the number of distinct digests
+        drift = by_title["Configuration versions"]
+        self.assertEqual([t["expr"] for t in drift["targets"]],
+                         ['count(count by (sha256) (s3gate_config_info{instance=~"$instance"}))'])
+        steps = drift["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        self.assertEqual([(st["color"], st["value"]) for st in steps], [("green", None), ("red", 2)])
+        self.assertIn("count by (sha256) (s3gate_config_info",
+                      by_title["Instances per configuration"]["targets"][0]["expr"])
+        self.assertIn("by (instance, sha256)",
+                      by_title["Configuration by instance"]["targets"][0]["expr"])
+        required = {r["id"] for r in dashboard["__requires"] if r["type"] == "panel"}
+        self.assertEqual({p["type"] for p in panels} - required, set(), "panel types not in __requires")
         ids = [p["id"] for p in dashboard["panels"]]
         self.assertEqual(len(ids), len(set(ids)), "panel ids are not unique")
         for p in panels:
@@ -617,6 +644,11 @@ class MetricsTest(h.ProxyTestCase):
             prom.query(q)  # raises on a bad expression
         build = prom.query('count by (version) (s3gate_build_info{instance=~".+"})')
         self.assertEqual(len(build), 1)
+        # one instance, one configuration: its file's digest
+        versions = prom.query('count(count by (sha256) (s3gate_config_info))')
+        self.assertEqual([float(i["value"][1]) for i in versions], [1.0])
+        info = prom.query('s3gate_config_info')
+        self.assertEqual([i["metric"]["sha256"] for i in info], [self.config_digest()])
 
         # the alerting rules load and evaluate without error; nothing fires on a healthy instance
         def rules_evaluated():
@@ -683,6 +715,47 @@ class MetricsTest(h.ProxyTestCase):
         self.assertEqual(s.get("s3gate_config_reloads_total", result="success"), 2)
         self.assertEqual(s.get("s3gate_config_reloads_total", result="failure"), 1)
         self.assert_settled()
+
+    def config_digest(self):
+        with open(self.proxy.config_path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def config_info(self):
+        """{sha256: value} of every s3gate_config_info series."""
+        return {dict(labels).get("sha256"): value
+                for labels, value in scrape(self.admin_port).series("s3gate_config_info").items()}
+
+    def test_config_info_is_the_digest_of_the_file_and_follows_good_reloads(self):
+        self.start_proxy()
+        first = self.config_digest()
+        self.assertEqual(self.config_info(), {first: 1.0})
+
+        # the same settings in other bytes (a comment) are another digest
+        with open(self.proxy.config_path, "ab") as f:
+            f.write(b"# reviewed\r\n")
+        second = self.config_digest()
+        self.assertNotEqual(second, first)
+        self.proxy.signal(signal.SIGHUP)
+        h.wait_until(lambda: self.config_info() == {second: 1.0}, 5,
+                     message=f"s3gate_config_info to be {{sha256={second!r}}} alone")
+        self.assertEqual(scrape(self.admin_port).get("s3gate_config_reloads_total", result="success"), 1)
+
+        # a rejected reload leaves the running configuration's digest
+        with open(self.proxy.config_path, "ab") as f:
+            f.write(b"buckets_typo: [\n")
+        self.assertNotEqual(self.config_digest(), second)
+        self.proxy.signal(signal.SIGHUP)
+        h.wait_until(lambda: scrape(self.admin_port).get("s3gate_config_reloads_total", result="failure") == 1,
+                     5, message="reloads_total{result=failure} to reach 1")
+        self.assertEqual(self.config_info(), {second: 1.0})
+
+        # the first file again: its digest, one series
+        self.proxy.write_config(self.proxy.config)
+        self.assertEqual(self.config_digest(), first)
+        self.proxy.signal(signal.SIGHUP)
+        h.wait_until(lambda: scrape(self.admin_port).get("s3gate_config_reloads_total", result="success") == 2,
+                     5, message="reloads_total{result=success} to reach 2")
+        self.assertEqual(self.config_info(), {first: 1.0})
 
     def test_draining_gauge_after_sigterm(self):
         self.start_proxy({"limits": {"shutdown_delay": "2s"}})

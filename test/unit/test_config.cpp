@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -474,6 +476,42 @@ TEST_CASE("small files", "[config]") {
     ConfigPtr c = loadGood(
         "admin: {address: \"127.0.0.1:9000\"}\nlisteners: [{address: \"127.0.0.1:9464\"}]\n");
     CHECK(c->admin.port() == 9000);
+  }
+}
+
+TEST_CASE("the configuration's digest is the SHA-256 of its bytes as loaded", "[config][sha256]") {
+  SECTION("known vectors (FIPS 180-2)") {
+    CHECK(sha256Hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    CHECK(sha256Hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  }
+  SECTION("a file: its bytes, line ends and comments included") {
+    fs::path path =
+        fs::temp_directory_path() / ("s3gate-sha256-" + std::to_string(::getpid()) + ".yaml");
+    {
+      std::ofstream out(path, std::ios::binary);
+      out << "mode: report\r\n# comment\r\n";
+    }
+    ConfigLoadResult loaded = loadConfigFromFile(path.string());
+    fs::remove(path);
+    REQUIRE(loaded.ok());
+    // python3 -c 'import hashlib; print(hashlib.sha256(b"mode: report\r\n#
+    // comment\r\n").hexdigest())'
+    CHECK(loaded.config->sha256 ==
+          "8fa8757398e49f9a66c010b688544cca48d01cd940019f9efd599983059e4294");
+  }
+  SECTION("the same settings in different bytes are a different digest") {
+    ConfigPtr a = loadGood("mode: report\n");
+    ConfigPtr b = loadGood("mode: report\n# edited\n");
+    CHECK(a->mode == b->mode);
+    CHECK(a->sha256 == sha256Hex("mode: report\n"));
+    CHECK(b->sha256 == sha256Hex("mode: report\n# edited\n"));
+    CHECK(a->sha256 != b->sha256);
+  }
+  SECTION("the embedded default: the digest of its YAML text") {
+    ConfigLoadResult loaded = loadDefaultConfig();
+    REQUIRE(loaded.ok());
+    CHECK(loaded.config->sha256.size() == 64);
+    CHECK(loaded.config->sha256 == sha256Hex(defaultConfigYaml()));
   }
 }
 

@@ -107,13 +107,16 @@ const std::vector<MetricSpec> kSpecMetrics = {
     {"s3gate_config_last_reload_successful", "gauge"},
     {"s3gate_draining", "gauge"},
     {"s3gate_build_info", "gauge"},
+    {"s3gate_config_info", "gauge"},
 };
 
 }  // namespace
 
 TEST_CASE("every metric of the SPEC is declared with its type and help") {
   Metrics metrics;
-  metrics.addBucketBytes("media", Direction::up, 1);  // the only family without fixed children
+  // The families without fixed children.
+  metrics.addBucketBytes("media", Direction::up, 1);
+  metrics.setConfigInfo(std::string(64, 'a'));
   std::string text = metrics.serialize();
   for (const auto& spec : kSpecMetrics) {
     INFO(spec.name);
@@ -272,6 +275,47 @@ TEST_CASE("reloads and draining") {
   CHECK(sample(metrics.serialize(), "s3gate_draining") == 0.0);
 }
 
+TEST_CASE("config_info is one series, replaced by each new digest") {
+  const std::string first(64, 'a');
+  const std::string second(64, 'b');
+  auto series = [](const std::string& text) {
+    std::istringstream lines(text);
+    std::string line;
+    std::vector<std::string> found;
+    while (std::getline(lines, line)) {
+      if (line.rfind("s3gate_config_info{", 0) == 0) {
+        found.push_back(line);
+      }
+    }
+    return found;
+  };
+  Metrics metrics;
+  CHECK(metrics.configSha256().empty());
+  metrics.setConfigInfo(first);
+  std::string text = metrics.serialize();
+  CHECK(series(text).size() == 1);
+  CHECK(sample(text, "s3gate_config_info{sha256=\"" + first + "\"}") == 1.0);
+  CHECK(metrics.configSha256() == first);
+
+  metrics.setConfigInfo(second);
+  text = metrics.serialize();
+  CHECK(series(text).size() == 1);
+  CHECK(sample(text, "s3gate_config_info{sha256=\"" + second + "\"}") == 1.0);
+  CHECK_FALSE(sample(text, "s3gate_config_info{sha256=\"" + first + "\"}"));
+  CHECK(metrics.configSha256() == second);
+
+  // The same digest again (a reload of identical bytes) keeps the one series.
+  metrics.setConfigInfo(second);
+  text = metrics.serialize();
+  CHECK(series(text).size() == 1);
+  CHECK(sample(text, "s3gate_config_info{sha256=\"" + second + "\"}") == 1.0);
+
+  // A failed reload does not touch it.
+  metrics.configReloaded(false);
+  CHECK(series(metrics.serialize()).size() == 1);
+  CHECK(metrics.configSha256() == second);
+}
+
 TEST_CASE("counters are safe to update from several threads") {
   Metrics metrics;
   constexpr int kThreads = 4;
@@ -309,6 +353,8 @@ TEST_CASE("the exposition passes promtool check metrics") {
   metrics.observeUpstreamConnect(0.01);
   metrics.tunnelOpened();
   metrics.tunnelClosed(3);
+  metrics.setConfigInfo(std::string(64, 'a'));
+  metrics.setConfigInfo("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 
   auto dir =
       std::filesystem::temp_directory_path() / ("s3gate-promtool-" + std::to_string(getpid()));
