@@ -4,6 +4,7 @@ lets loopback clients reach S3 names on port 443 (and nothing else)."""
 
 import contextlib
 import json
+import hashlib
 import os
 import signal
 import socket
@@ -74,6 +75,9 @@ class EmbeddedDefault(unittest.TestCase):
         with urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5) as r:
             text = r.read().decode()
         self.assertIn('s3gate_requests_total{decision="allow",kind="local"} 1', text)
+        # The embedded default's digest: the sha256 of the YAML it prints.
+        default = subprocess.check_output([h.s3gate_binary(), "--print-default-config"])
+        self.assertIn(f's3gate_config_info{{sha256="{hashlib.sha256(default).hexdigest()}"}} 1', text)
 
     def test_only_s3_names_on_443(self):
         cases = [
