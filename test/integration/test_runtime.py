@@ -64,6 +64,7 @@ class CopySourceTest(h.ForwardTestCase):
         cases = [
             ("/ro-plates/a.exr", 200, None),                    # a read-only rule is enough
             ("ro-plates%2Fb.exr?versionId=3", 200, None),       # URL-encoded, with a version
+            ("ro-plates/c%20d.exr", 200, None),                 # no leading slash
             ("/secret/a.exr", 403, "copy_source_not_allowed"),  # no rule covers it
             ("arn:aws:s3:us-west-2:111122223333:accesspoint/media-ap/object/k", 403,
              "copy_source_not_allowed"),                       # no hosts entry for its endpoint
@@ -90,6 +91,38 @@ class CopySourceTest(h.ForwardTestCase):
                               headers=[("x-amz-copy-source", "/media/a"),
                                        ("x-amz-copy-source", "/secret/a")]))
         self.assertEqual(c.read_response().status, 400, "two copy sources")
+
+
+class S3NamesThroughTheBinaryTest(h.ProxyTestCase):
+    def test_express_names_host_globs_and_user_agent(self):
+        self.start_proxy({
+            "buckets": [{"name": "scratch--*--x-s3"}],
+            "hosts": [{"name": "sts.*.amazonaws.com", "ports": [self.echo.port]}],
+        })
+        zonal = f"scratch--usw2-az1--x-s3.s3express-usw2-az1.{h.REGION}.amazonaws.com"
+        sock, resp = h.proxy_connect(self.proxy.port, f"{zonal}:{self.echo.port}",
+                                     headers={"User-Agent": "aws-cli/2.15 md/Botocore#2.0"})
+        name = h.client_name(sock)
+        sock.close()
+        self.assertEqual(resp.status, 200, resp)
+        rec = self.proxy.log_for_client(name)
+        self.assert_log(rec, decision="allow", bucket="scratch--usw2-az1--x-s3",
+                        rule="scratch--*--x-s3", user_agent="aws-cli/2.15 md/Botocore#2.0")
+        other_zone = f"scratch--use1-az4--x-s3.s3express-usw2-az1.{h.REGION}.amazonaws.com"
+        sock, resp = h.proxy_connect(self.proxy.port, f"{other_zone}:{self.echo.port}")
+        sock.close()
+        self.assert_error(resp, 403, "http_request_denied", "host_not_allowed")
+        sock, resp = h.proxy_connect(self.proxy.port, f"sts.eu-west-1.amazonaws.com:{self.echo.port}")
+        sock.close()
+        self.assertEqual(resp.status, 200, "a glob label matches one whole label")
+        for name in ("sts.amazonaws.com", "sts.a.b.amazonaws.com"):
+            sock, resp = h.proxy_connect(self.proxy.port, f"{name}:{self.echo.port}")
+            sock.close()
+            self.assert_error(resp, 403, "http_request_denied", "host_not_allowed")
+        sock, resp = h.proxy_connect(self.proxy.port, f"{zonal}:{self.echo.port}")
+        name = h.client_name(sock)
+        sock.close()
+        self.assertNotIn("user_agent", self.proxy.log_for_client(name), "absent when none is sent")
 
 
 class ReloadReachTest(h.ProxyTestCase):
