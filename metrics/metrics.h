@@ -28,6 +28,7 @@ enum class RequestKind { connect, http, inspect, local };
 enum class Direction { up, down };
 enum class UpstreamFailure { refused, timeout, reset, tls, bad_response };
 enum class DnsResult { cache_hit, resolved, pinned, failed };
+enum class AuthResult { success, cached, failure, missing };
 
 class Metrics {
  public:
@@ -53,6 +54,7 @@ class Metrics {
   void observeUpstreamConnect(double seconds);
   void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
+  void countAuth(AuthResult result);
   void configReloaded(bool success);
   void setDraining(bool draining);
 
@@ -61,6 +63,7 @@ class Metrics {
   double denied(Reason reason) const;
   double connectionsActive() const;
   double tunnelsActive() const;
+  double auth(AuthResult result) const;
   double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
 
  private:
