@@ -414,6 +414,47 @@ void Session::onHead() {
     fail(Reason::draining, "this instance is shutting down; retry on another");
     return;
   }
+  if (head.target.form != TargetForm::origin) {
+    // SPEC section 3, step 1a (proxy/auth.h): a hash is verified off the loop.
+    AuthOutcome now;
+    auth_ = authenticateHead(*request_.runtime, listener_, head, in_, origin_.ip.toString(),
+                             owner_.base(), owner_.metrics(), &now,
+                             [this](AuthOutcome outcome) { onAuthDone(std::move(outcome)); });
+    if (auth_) {
+      event_del(client_read_.get());  // nothing more is read until it is decided
+      return;
+    }
+    if (!applyAuth(now)) {
+      return;
+    }
+  }
+  dispatchHead();
+}
+
+void Session::onAuthDone(AuthOutcome outcome) {
+  auth_.reset();  // its callback has returned control to us; freeing it here is safe
+  if (state_ == State::reading_head && applyAuth(outcome)) {
+    dispatchHead();
+  }
+}
+
+// The identity for this request, or its 407 (in every mode).
+bool Session::applyAuth(const AuthOutcome& outcome) {
+  if (!outcome.user.empty()) {
+    request_.record.identity = outcome.user;  // tried or verified; never the password
+  }
+  if (outcome.status == AuthStatus::none || outcome.status == AuthStatus::ok) {
+    request_.identity = outcome.user;
+    return true;
+  }
+  request_.decided = true;  // step 1a decided it: counted as a denial
+  fail(outcome.status == AuthStatus::missing ? Reason::auth_required : Reason::auth_failed,
+       outcome.detail);
+  return false;
+}
+
+void Session::dispatchHead() {
+  const RequestHead& head = request_.head;
   switch (head.target.form) {
     case TargetForm::authority:
       onConnect();
@@ -450,7 +491,7 @@ DecisionInput Session::decisionInput(RequestKindForDecision kind) const {
   const RequestHead& head = request_.head;
   DecisionInput input;
   input.client = origin_.ip;
-  input.identity = origin_.identity;
+  input.identity = request_.identity.empty() ? origin_.identity : request_.identity;
   input.kind = kind;
   input.method = head.method;
   input.host = head.target.host;
@@ -849,6 +890,9 @@ void Session::respond(int status, std::string_view status_text, std::string_view
     out_ += "; details=\"";
     out_ += reasonName(reason);
     out_ += "\"\r\n";
+  }
+  if ((reason == Reason::auth_required || reason == Reason::auth_failed) && config().auth) {
+    out_ += "Proxy-Authenticate: " + proxyAuthenticateValue(config().auth->realm) + "\r\n";
   }
   out_ += "Content-Type: text/plain\r\n";
   out_ += "Content-Length: " + std::to_string(body.size()) + "\r\n";

@@ -36,6 +36,7 @@
 
 #include "acl/decision.h"
 #include "proxy/access_log.h"
+#include "proxy/auth.h"
 #include "proxy/connector.h"
 #include "proxy/event_ptr.h"
 #include "proxy/forwarder.h"
@@ -92,6 +93,7 @@ class Session {
     RequestFraming framing;
     bool plain_http = false;
     Decision decision;
+    std::string identity;          // the authenticated user (step 1a); empty: none
     bool decided = false;          // decide() ran: the request is counted once
     bool counted = false;          // in s3gate_requests_total
     bool upstream_reused = false;  // the forwarder's upstream came from the pool
@@ -121,6 +123,9 @@ class Session {
   void parseBuffered();
   void onClientHello();
   void onHead();
+  void onAuthDone(AuthOutcome outcome);
+  bool applyAuth(const AuthOutcome& outcome);
+  void dispatchHead();
   void onConnect();
   void onPlainHttp();
   void onLocal();
@@ -171,6 +176,7 @@ class Session {
 
   Request request_;
   std::unique_ptr<Connector::Attempt> attempt_;
+  std::unique_ptr<Authenticator::Pending> auth_;  // a password being verified off the loop
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback
