@@ -170,6 +170,10 @@ class AuthTest(AuthTestCase):
 
     def test_plain_http_gets_407_and_ping_needs_no_credentials(self):
         self.start_auth()
+        text = self.metrics_text()
+        self.assertIn("# TYPE s3gate_auth_total counter", text)
+        for result in ("success", "cached", "failure", "missing"):  # declared at zero
+            self.assertIn(f's3gate_auth_total{{result="{result}"}} 0', text)
         resp, _ = h.send_raw(self.proxy.port,
                              f"GET http://{MEDIA}/shot/010.exr HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n"
                              .encode())
