@@ -53,8 +53,8 @@ class ConfigReader {
     }
     MapView map(
         l_, top,
-        {"version", "listeners", "admin", "workers", "clients", "trusted_proxies", "mode", "dns",
-         "s3", "buckets", "hosts", "ports", "http", "tunnel", "limits", "access_log"});
+        {"version", "listeners", "admin", "workers", "clients", "trusted_proxies", "auth", "mode",
+         "dns", "s3", "buckets", "hosts", "ports", "http", "tunnel", "limits", "access_log"});
     if (auto item = map.get("version")) {
       if (auto version =
               l_.integer(*item, std::numeric_limits<int>::min(), std::numeric_limits<int>::max())) {
@@ -76,6 +76,9 @@ class ConfigReader {
     assign(map, "clients", &c_.clients, [&](const Item& i) { return l_.networks(i); });
     assign(map, "trusted_proxies", &c_.trusted_proxies,
            [&](const Item& i) { return l_.networks(i); });
+    if (auto item = map.get("auth")) {
+      readAuth(*item);
+    }
     assign(map, "mode", &c_.mode, [&](const Item& i) {
       return l_.choice<PolicyMode>(
           i, {{"enforce", PolicyMode::enforce}, {"report", PolicyMode::report}});
@@ -178,6 +181,42 @@ class ConfigReader {
     }
     assign(map, "client_ca", &tls.client_ca, [&](const Item& i) { return l_.string(i); });
     return tls;
+  }
+
+  void readAuth(const Item& item) {
+    MapView map(l_, item, {"users_file", "required", "realm", "cache_ttl"});
+    if (!map.valid()) {
+      return;
+    }
+    AuthConfig auth;
+    if (map.get("users_file")) {
+      assign(map, "users_file", &auth.users_file,
+             [&](const Item& i) { return l_.nonEmptyString(i); });
+    } else {
+      l_.fail(map.missing("users_file"),
+              "missing; auth needs a users_file of \"name:hash\" lines (htpasswd -B, or "
+              "mkpasswd -m yescrypt)");
+    }
+    assign(map, "required", &auth.required, [&](const Item& i) { return l_.boolean(i); });
+    if (auto realm = map.get("realm")) {
+      if (auto text = l_.nonEmptyString(*realm)) {
+        // The realm is sent inside a quoted string: printable ASCII, no quote
+        // or backslash, so that it needs no escaping.
+        bool printable = std::all_of(text->begin(), text->end(), [](char c) {
+          return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+        });
+        if (printable && text->size() <= 128) {
+          auth.realm = *text;
+        } else {
+          l_.fail(*realm,
+                  "expected at most 128 printable ASCII characters without '\"' or '\\', got " +
+                      quoteText(*text));
+        }
+      }
+    }
+    assign(map, "cache_ttl", &auth.cache_ttl,
+           [&](const Item& i) { return l_.duration(i, Duration(0)); });
+    c_.auth = std::move(auth);
   }
 
   void readAdmin(const MapView& top) {

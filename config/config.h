@@ -97,6 +97,16 @@ struct Limits {
   Duration drain_timeout{std::chrono::seconds(30)};
 };
 
+// Proxy authentication (Proxy-Authorization: Basic) on forward listeners
+// without tls.client_ca. The users file itself is read into the runtime
+// snapshot (proxy/runtime.h), so that --check, start-up and reload check it.
+struct AuthConfig {
+  std::string users_file;        // lines "name:hash" (bcrypt, yescrypt or SHA-512 crypt)
+  bool required = true;          // false: credentials are checked when sent, optional otherwise
+  std::string realm = "s3gate";  // sent in Proxy-Authenticate
+  Duration cache_ttl{std::chrono::minutes(5)};  // 0: every request is hashed
+};
+
 enum class PolicyMode { enforce, report };
 
 struct Config {
@@ -106,6 +116,7 @@ struct Config {
   int workers = 0;                        // 0: one per CPU
   std::vector<Network> clients;
   std::vector<Network> trusted_proxies;  // empty: any peer
+  std::optional<AuthConfig> auth;        // absent: no proxy authentication
   PolicyMode mode = PolicyMode::enforce;
   DnsConfig dns;
   S3Config s3;

@@ -18,6 +18,8 @@ constexpr std::array<UpstreamFailure, 5> kUpstreamErrors = {
     UpstreamFailure::tls, UpstreamFailure::bad_response};
 constexpr std::array<DnsResult, 4> kDnsResults = {DnsResult::cache_hit, DnsResult::resolved,
                                                   DnsResult::pinned, DnsResult::failed};
+constexpr std::array<AuthResult, 4> kAuthResults = {AuthResult::success, AuthResult::cached,
+                                                    AuthResult::failure, AuthResult::missing};
 
 const char* kindLabel(RequestKind kind) {
   switch (kind) {
@@ -72,6 +74,20 @@ const char* dnsResultLabel(DnsResult result) {
   return "unknown";
 }
 
+const char* authResultLabel(AuthResult result) {
+  switch (result) {
+    case AuthResult::success:
+      return "success";
+    case AuthResult::cached:
+      return "cached";
+    case AuthResult::failure:
+      return "failure";
+    case AuthResult::missing:
+      return "missing";
+  }
+  return "unknown";
+}
+
 // From a fast loopback connect to the slowest connect timeout worth waiting for.
 const prometheus::Histogram::BucketBoundaries kConnectBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -98,6 +114,7 @@ struct Metrics::Impl {
   prometheus::Histogram* upstream_connect = nullptr;
   std::array<prometheus::Counter*, kUpstreamErrors.size()> upstream_errors{};
   std::array<prometheus::Counter*, kDnsResults.size()> dns_lookups{};
+  std::array<prometheus::Counter*, kAuthResults.size()> auth{};
   prometheus::Histogram* tunnel_duration = nullptr;
   std::array<prometheus::Counter*, 2> reloads{};  // [0] failure, [1] success
   prometheus::Gauge* last_reload_successful = nullptr;
@@ -187,6 +204,17 @@ Metrics::Metrics()
                   .Register(registry);
   for (auto result : kDnsResults) {
     impl.dns_lookups[index(result)] = &dns.Add({{"result", dnsResultLabel(result)}});
+  }
+
+  auto& auth = prometheus::BuildCounter()
+                   .Name("s3gate_auth_total")
+                   .Help(
+                       "Proxy authentications, by result: success (a password hashed and "
+                       "verified), cached, failure (unknown user or wrong password), missing "
+                       "(no or malformed credentials).")
+                   .Register(registry);
+  for (auto result : kAuthResults) {
+    impl.auth[index(result)] = &auth.Add({{"result", authResultLabel(result)}});
   }
 
   impl.tunnel_duration = &prometheus::BuildHistogram()
@@ -297,6 +325,10 @@ void Metrics::countDnsLookup(DnsResult result) {
   impl_->dns_lookups[index(result)]->Increment();
 }
 
+void Metrics::countAuth(AuthResult result) {
+  impl_->auth[index(result)]->Increment();
+}
+
 void Metrics::configReloaded(bool success) {
   impl_->reloads[success ? 1 : 0]->Increment();
   impl_->last_reload_successful->Set(success ? 1 : 0);
@@ -336,6 +368,10 @@ double Metrics::connectionsActive() const {
 }
 double Metrics::tunnelsActive() const {
   return impl_->tunnels_active->Value();
+}
+
+double Metrics::auth(AuthResult result) const {
+  return impl_->auth[index(result)]->Value();
 }
 
 double Metrics::bucketBytes(const std::string& rule, Direction direction) const {

@@ -28,6 +28,7 @@ enum class RequestKind { connect, http, inspect, local };
 enum class Direction { up, down };
 enum class UpstreamFailure { refused, timeout, reset, tls, bad_response };
 enum class DnsResult { cache_hit, resolved, pinned, failed };
+enum class AuthResult { success, cached, failure, missing };
 
 class Metrics {
  public:
@@ -53,6 +54,7 @@ class Metrics {
   void observeUpstreamConnect(double seconds);
   void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
+  void countAuth(AuthResult result);
   void configReloaded(bool success);
   // s3gate_config_info{sha256}: one series, value 1; a new digest replaces the
   // previous series (SPEC section 5). Called at start-up and after each
@@ -65,6 +67,7 @@ class Metrics {
   double denied(Reason reason) const;
   double connectionsActive() const;
   double tunnelsActive() const;
+  double auth(AuthResult result) const;
   double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
   std::string configSha256() const;  // empty before setConfigInfo()
 

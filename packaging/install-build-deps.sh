@@ -7,6 +7,7 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config
   libevent-dev libssl-dev libc-ares-dev libyaml-cpp-dev prometheus-cpp-dev libsystemd-dev
+  libcrypt-dev
   # tests: unit framework and the real peers of the integration tests
   catch2 curl openssl python3 ca-certificates procps prometheus
   # packaging: CPack DEB and RPM, the man page, and their checks

@@ -90,6 +90,22 @@ std::vector<std::string> riskySettings(const Config& c) {
                   "mode: report lets every policy denial through (only bad input and the "
                   "address rules are enforced): s3gate is then an open CONNECT proxy");
   }
+  if (c.auth) {
+    for (size_t i = 0; i < c.listeners.size(); ++i) {
+      const ListenerConfig& l = c.listeners[i];
+      const std::string at = where + "listeners[" + std::to_string(i) + "]: ";
+      if (l.mode == ListenerMode::sni) {
+        out.push_back(at + "auth is set, but an sni listener cannot ask for credentials: its " +
+                      "clients are not authenticated");
+      } else if (l.tls && !l.tls->client_ca.empty()) {
+        continue;  // the client certificate is the identity
+      } else if (!l.tls && !l.address.ip().isLoopback()) {
+        out.push_back(at + "auth is set on " + l.address.toString() +
+                      " without tls: proxy passwords cross the network in clear (Basic is " +
+                      "base64, not encryption); add tls or keep the listener on loopback");
+      }
+    }
+  }
   if (!c.admin.ip().isLoopback()) {
     out.push_back(where + "admin.address: " + c.admin.toString() +
                   " is not a loopback address: /metrics is reachable from the network");
@@ -156,6 +172,18 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
     runtime->listener_tls.push_back(std::move(ctx));
   }
   runtime->resolver = resolverSettings(config->dns);
+  if (config->auth) {
+    std::vector<std::string> user_errors;
+    runtime->users = UsersTable::load(config->auth->users_file, &user_errors);
+    for (const std::string& e : user_errors) {
+      result.errors.push_back(where + "auth.users_file: " + e);
+    }
+  }
+  if (use == RuntimeUse::run) {
+    runtime->authenticator = running != nullptr && running->authenticator
+                                 ? running->authenticator
+                                 : std::make_shared<Authenticator>(Authenticator::defaultOptions());
+  }
   error.clear();
   std::string log_warning;
   if (use == RuntimeUse::check) {

@@ -17,6 +17,7 @@
 
 #include "config/config.h"
 #include "proxy/access_log.h"
+#include "proxy/auth.h"
 #include "proxy/resolver.h"
 #include "proxy/tls.h"
 
@@ -28,7 +29,12 @@ struct Runtime {
   std::vector<std::shared_ptr<TlsServerContext>> listener_tls;  // per listener; null without tls
   // tunnel.inspect: the studio-issued certificate for the S3 names served.
   std::shared_ptr<TlsServerContext> inspect_tls;
-  ResolverSettings resolver;  // from dns.*
+  ResolverSettings resolver;                // from dns.*
+  std::shared_ptr<const UsersTable> users;  // auth.users_file; null without auth
+  // The password verifier threads and their cache (absent in --check): made
+  // with the first snapshot that runs and handed on to every later one, so
+  // that a reload keeps the cache and never stops a thread.
+  std::shared_ptr<Authenticator> authenticator;
   // The access log this snapshot writes to (absent in --check). A reload that
   // keeps the target keeps the same log.
   std::shared_ptr<AccessLog> access_log;

@@ -120,6 +120,11 @@ void Session::beginRequest() {
     r.kind = RecordKind::inspect;
     r.host = tunnel_host_;
     r.port = tunnel_port_;
+    // The user who opened the tunnel is who asks inside it.
+    request_.identity = tunnel_identity_;
+    if (!tunnel_identity_.empty()) {
+      r.identity = tunnel_identity_;
+    }
   }
 }
 
@@ -447,6 +452,47 @@ void Session::onHead() {
     onInspectedRequest();
     return;
   }
+  if (head.target.form != TargetForm::origin) {
+    // SPEC section 3, step 1a (proxy/auth.h): a hash is verified off the loop.
+    AuthOutcome now;
+    auth_ = authenticateHead(*request_.runtime, listener_, head, in_, origin_.ip.toString(),
+                             owner_.base(), owner_.metrics(), &now,
+                             [this](AuthOutcome outcome) { onAuthDone(std::move(outcome)); });
+    if (auth_) {
+      event_del(client_read_.get());  // nothing more is read until it is decided
+      return;
+    }
+    if (!applyAuth(now)) {
+      return;
+    }
+  }
+  dispatchHead();
+}
+
+void Session::onAuthDone(AuthOutcome outcome) {
+  auth_.reset();  // its callback has returned control to us; freeing it here is safe
+  if (state_ == State::reading_head && applyAuth(outcome)) {
+    dispatchHead();
+  }
+}
+
+// The identity for this request, or its 407 (in every mode).
+bool Session::applyAuth(const AuthOutcome& outcome) {
+  if (!outcome.user.empty()) {
+    request_.record.identity = outcome.user;  // tried or verified; never the password
+  }
+  if (outcome.status == AuthStatus::none || outcome.status == AuthStatus::ok) {
+    request_.identity = outcome.user;
+    return true;
+  }
+  request_.decided = true;  // step 1a decided it: counted as a denial
+  fail(outcome.status == AuthStatus::missing ? Reason::auth_required : Reason::auth_failed,
+       outcome.detail);
+  return false;
+}
+
+void Session::dispatchHead() {
+  const RequestHead& head = request_.head;
   switch (head.target.form) {
     case TargetForm::authority:
       onConnect();
@@ -483,7 +529,7 @@ DecisionInput Session::decisionInput(RequestKindForDecision kind) const {
   const RequestHead& head = request_.head;
   DecisionInput input;
   input.client = origin_.ip;
-  input.identity = origin_.identity;
+  input.identity = request_.identity.empty() ? origin_.identity : request_.identity;
   input.kind = kind;
   input.method = head.method;
   input.host = head.target.host;
@@ -916,6 +962,9 @@ void Session::respond(int status, std::string_view status_text, std::string_view
     out_ += reasonName(reason);
     out_ += "\"\r\n";
   }
+  if ((reason == Reason::auth_required || reason == Reason::auth_failed) && config().auth) {
+    out_ += "Proxy-Authenticate: " + proxyAuthenticateValue(config().auth->realm) + "\r\n";
+  }
   out_ += "Content-Type: text/plain\r\n";
   out_ += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   out_ += keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
@@ -1067,6 +1116,7 @@ void Session::startInspection() {
   AccessRecord& r = request_.record;
   r.status = 200;
   inspecting_ = true;
+  tunnel_identity_ = request_.identity;
   tunnel_host_ = d.host;
   tunnel_port_ = d.port;
   tunnel_open_ = true;

@@ -36,6 +36,7 @@
 
 #include "acl/decision.h"
 #include "proxy/access_log.h"
+#include "proxy/auth.h"
 #include "proxy/connector.h"
 #include "proxy/event_ptr.h"
 #include "proxy/forwarder.h"
@@ -94,6 +95,7 @@ class Session {
     RequestFraming framing;
     bool plain_http = false;
     Decision decision;
+    std::string identity;          // the authenticated user (step 1a); empty: none
     bool decided = false;          // decide() ran: the request is counted once
     bool counted = false;          // in s3gate_requests_total
     bool upstream_reused = false;  // the forwarder's upstream came from the pool
@@ -123,6 +125,9 @@ class Session {
   void parseBuffered();
   void onClientHello();
   void onHead();
+  void onAuthDone(AuthOutcome outcome);
+  bool applyAuth(const AuthOutcome& outcome);
+  void dispatchHead();
   void onConnect();
   void onPlainHttp();
   void onLocal();
@@ -184,12 +189,14 @@ class Session {
   // its end, with the decrypted bytes of every request inside).
   bool inspecting_ = false;
   std::string tunnel_host_;
+  std::string tunnel_identity_;  // an authenticated user's name (Proxy-Authorization at CONNECT)
   uint16_t tunnel_port_ = 0;
   AccessRecord tunnel_record_;
   bool tunnel_logged_ = true;
   bool keep_after_response_ = false;  // a denial inside a tunnel: the tunnel goes on
   uint64_t discard_left_ = 0;         // body bytes of a denied request still to drop
   std::unique_ptr<Connector::Attempt> attempt_;
+  std::unique_ptr<Authenticator::Pending> auth_;  // a password being verified off the loop
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback

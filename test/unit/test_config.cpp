@@ -515,6 +515,35 @@ TEST_CASE("the configuration's digest is the SHA-256 of its bytes as loaded", "[
   }
 }
 
+TEST_CASE("auth: left out is off; set, its keys take their defaults", "[config][auth]") {
+  CHECK_FALSE(loadGood("")->auth.has_value());
+  SECTION("only users_file") {
+    ConfigPtr c = loadGood("auth:\n  users_file: /etc/s3gate/users\n");
+    REQUIRE(c->auth.has_value());
+    CHECK(c->auth->users_file == "/etc/s3gate/users");
+    CHECK(c->auth->required);
+    CHECK(c->auth->realm == "s3gate");
+    CHECK(c->auth->cache_ttl == Duration(5min));
+  }
+  SECTION("every key") {
+    ConfigPtr c = loadGood(
+        "auth: {users_file: users.txt, required: false, realm: \"Studio proxy\", "
+        "cache_ttl: 0s}\n");
+    REQUIRE(c->auth.has_value());
+    CHECK(c->auth->users_file == "users.txt");
+    CHECK_FALSE(c->auth->required);
+    CHECK(c->auth->realm == "Studio proxy");
+    CHECK(c->auth->cache_ttl == Duration(0));
+  }
+  SECTION("errors") {
+    CHECK(loadBad("auth: {users_file: \"\"}\n") ==
+          std::vector<std::string>{"bad.yaml:1:8: auth.users_file: must not be empty"});
+    CHECK(loadBad("auth: {users_file: u, realm: \"\"}\n") ==
+          std::vector<std::string>{"bad.yaml:1:23: auth.realm: must not be empty"});
+    CHECK(loadBad("auth: [u]\n").size() == 1);
+  }
+}
+
 TEST_CASE("errors name the file, line, column and key", "[config][errors]") {
   SECTION("the SPEC's example") {
     std::vector<std::string> errors = loadBad(
