@@ -53,6 +53,9 @@ class Metrics {
   void observeUpstreamConnect(double seconds);
   void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
+  // Thread-safe; `quota` is a quota entry's name. reason: client_limit or rate_limited.
+  void countQuotaLimited(const std::string& quota, Reason reason);
+  void addQuotaPaced(const std::string& quota, Direction direction, double seconds);
   void configReloaded(bool success);
   void setDraining(bool draining);
 
@@ -62,6 +65,8 @@ class Metrics {
   double connectionsActive() const;
   double tunnelsActive() const;
   double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
+  double quotaLimited(const std::string& quota, Reason reason) const;      // 0 when unseen
+  double quotaPaced(const std::string& quota, Direction direction) const;  // 0 when unseen
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

@@ -42,6 +42,7 @@
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
 #include "proxy/preamble.h"
+#include "proxy/quota.h"
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
 #include "proxy/session_owner.h"
@@ -102,6 +103,7 @@ class Session {
     bool upstream_tls = false;
     std::string pool_key;
     AccessRecord record;
+    std::string extra_headers;  // for an error response (Retry-After), each ending in CRLF
     Clock::time_point started;
     bool logged = false;
   };
@@ -128,6 +130,7 @@ class Session {
   void decideHead(const DecisionInput& input);
   void decide(RequestKindForDecision kind);
   void countDecision(Verdict verdict);
+  bool admitQuota(bool request);
   void connectUpstream();
   void onConnected(ConnectResult result);
   void startTunnel(UniqueFd upstream);
@@ -171,6 +174,7 @@ class Session {
 
   Request request_;
   std::unique_ptr<Connector::Attempt> attempt_;
+  QuotaLease quota_lease_;  // this connection, counted in its quota's budget
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback
