@@ -51,10 +51,10 @@ class ConfigReader {
                   describe(root));
       return;
     }
-    MapView map(
-        l_, top,
-        {"version", "listeners", "admin", "workers", "clients", "trusted_proxies", "auth", "mode",
-         "dns", "s3", "buckets", "hosts", "ports", "http", "tunnel", "limits", "access_log"});
+    MapView map(l_, top,
+                {"version", "listeners", "admin", "workers", "clients", "trusted_proxies", "auth",
+                 "mode", "dns", "s3", "buckets", "hosts", "ports", "http", "tunnel", "limits",
+                 "quotas", "access_log"});
     if (auto item = map.get("version")) {
       if (auto version =
               l_.integer(*item, std::numeric_limits<int>::min(), std::numeric_limits<int>::max())) {
@@ -107,6 +107,9 @@ class ConfigReader {
     }
     if (auto item = map.get("limits")) {
       readLimits(*item);
+    }
+    if (auto item = map.get("quotas")) {
+      readQuotas(*item);
     }
     if (auto item = map.get("access_log")) {
       readAccessLog(*item);
@@ -466,6 +469,65 @@ class ConfigReader {
            [&](const Item& i) { return l_.duration(i, Duration(0)); });
   }
 
+  void readQuotas(const Item& item) {
+    std::vector<std::pair<std::string, int>> names;  // name, line (1-based)
+    auto rules = l_.listOf<QuotaRule>(item, [&](const Item& entry) -> std::optional<QuotaRule> {
+      MapView map(l_, entry,
+                  {"name", "clients", "identities", "per", "max_connections", "requests_per_second",
+                   "bandwidth"});
+      if (!map.valid()) {
+        return std::nullopt;
+      }
+      QuotaRule rule;
+      if (auto name = map.get("name")) {
+        if (auto text = l_.nonEmptyString(*name)) {
+          rule.name = *text;
+          auto seen = std::find_if(names.begin(), names.end(),
+                                   [&](const auto& n) { return n.first == rule.name; });
+          if (seen != names.end()) {
+            l_.fail(*name, "quota " + quoteText(rule.name) + " is already defined at line " +
+                               std::to_string(seen->second) + "; names must be unique");
+          } else {
+            names.emplace_back(rule.name, name->mark.line + 1);
+          }
+        }
+      } else {
+        l_.fail(map.missing("name"),
+                "missing; a quota needs a name (it labels the quota's metrics)");
+      }
+      assign(map, "clients", &rule.clients, [&](const Item& i) { return l_.networks(i); });
+      assign(map, "identities", &rule.identities, [&](const Item& i) {
+        return l_.listOf<std::string>(i, [&](const Item& s) { return l_.nonEmptyString(s); });
+      });
+      assign(map, "per", &rule.per, [&](const Item& i) {
+        return l_.choice<QuotaPer>(i, {{"address", QuotaPer::address},
+                                       {"identity", QuotaPer::identity},
+                                       {"quota", QuotaPer::quota}});
+      });
+      constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+      assign(map, "max_connections", &rule.max_connections,
+             [&](const Item& i) { return l_.integer(i, 0, kMax); });
+      assign(map, "requests_per_second", &rule.requests_per_second,
+             [&](const Item& i) { return l_.integer(i, 0, 1000000000); });
+      assign(map, "bandwidth", &rule.bandwidth_bits, [&](const Item& i) -> std::optional<uint64_t> {
+        auto text = l_.scalar(i, "a bandwidth such as \"500Mbit\" or \"1Gbit\"");
+        if (!text) {
+          return std::nullopt;
+        }
+        std::string why;
+        auto bits = parseBandwidth(*text, &why);
+        if (!bits) {
+          l_.fail(i, why);
+        }
+        return bits;
+      });
+      return rule;
+    });
+    if (rules) {
+      c_.quotas = std::move(*rules);
+    }
+  }
+
   void readAccessLog(const Item& item) {
     // A bare `off` is the string "off" to yaml-cpp; `false` is accepted for
     // readers who think of YAML 1.1 booleans.
@@ -534,6 +596,59 @@ size_t countDocuments(const std::string& text, YAML::Mark* at) {
 }
 
 }  // namespace
+
+std::optional<uint64_t> parseBandwidth(std::string_view text, std::string* why) {
+  auto bad = [&](const std::string& what) -> std::optional<uint64_t> {
+    *why = what + ", got " + quoteText(text);
+    return std::nullopt;
+  };
+  const std::string kExpected =
+      "expected a bandwidth in bits per second such as \"500Mbit\", \"1Gbit\" or \"0\" (none)";
+  if (text == "0") {
+    return 0;
+  }
+  size_t digits = 0;
+  while (digits < text.size() &&
+         ((text[digits] >= '0' && text[digits] <= '9') || text[digits] == '.')) {
+    ++digits;
+  }
+  std::string_view number = text.substr(0, digits);
+  std::string_view unit = text.substr(digits);
+  if (number.empty() || unit.empty()) {
+    return bad(kExpected);
+  }
+  double value = 0;
+  auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  if (ec != std::errc() || end != number.data() + number.size()) {
+    return bad(kExpected);
+  }
+  double scale = 0;
+  for (auto [name, factor] :
+       {std::pair{"bit", 1.0}, std::pair{"kbit", 1e3}, std::pair{"Kbit", 1e3},
+        std::pair{"Mbit", 1e6}, std::pair{"Gbit", 1e9}, std::pair{"Tbit", 1e12}}) {
+    if (unit == name) {
+      scale = factor;
+    }
+  }
+  if (scale == 0) {
+    std::string lower = toLowerAscii(unit);
+    if (lower.size() >= 1 && (lower.back() == 'b' || lower.find("byte") != std::string::npos ||
+                              lower.ends_with("bps"))) {
+      return bad(
+          "expected bits per second with the unit written out: \"400Mbit\" for 50 "
+          "megabytes per second (units bit, kbit, Mbit, Gbit, Tbit)");
+    }
+    return bad(kExpected + " (units bit, kbit, Mbit, Gbit, Tbit)");
+  }
+  double bits = value * scale;
+  if (bits > 1e15) {
+    return bad("expected at most 1000Tbit");
+  }
+  if (bits < 8 && bits != 0) {
+    return bad("expected 0 (none) or at least 8bit (one byte per second)");
+  }
+  return static_cast<uint64_t>(bits + 0.5);
+}
 
 ConfigLoadResult loadConfigFromString(std::string_view yaml, const std::string& source_name) {
   Reader loader(source_name);

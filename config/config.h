@@ -109,6 +109,27 @@ struct AuthConfig {
 
 enum class PolicyMode { enforce, report };
 
+// Who shares one quota budget.
+enum class QuotaPer {
+  address,   // each client address
+  identity,  // each identity; a client without one counts by its address
+  quota,     // everyone the entry matches, together
+};
+
+struct QuotaRule {
+  std::string name;                     // unique; labels the quota metrics
+  std::vector<Network> clients;         // empty: any client
+  std::vector<std::string> identities;  // empty: any identity (or none)
+  QuotaPer per = QuotaPer::address;
+  uint64_t max_connections = 0;      // open client connections per budget; 0: no limit
+  uint64_t requests_per_second = 0;  // new tunnels + requests per budget; 0: no limit
+  uint64_t bandwidth_bits = 0;       // bits per second per budget, each direction; 0: none
+};
+
+// "500Mbit", "1.5Gbit", "0": a bandwidth in bits per second with an SI prefix
+// (k, M, G, T; powers of 1000). Nothing on an error, with *why saying what was wrong.
+std::optional<uint64_t> parseBandwidth(std::string_view text, std::string* why);
+
 struct Config {
   int version = 1;
   std::vector<ListenerConfig> listeners;  // at least one
@@ -126,6 +147,7 @@ struct Config {
   HttpConfig http;
   TunnelConfig tunnel;
   Limits limits;
+  std::vector<QuotaRule> quotas;      // the first entry that matches a client applies
   std::string access_log = "stdout";  // "stdout", "off" or a file path
 
   std::string source;  // the file name as given, or "<default>"

@@ -131,6 +131,33 @@ struct Metrics::Impl {
   std::mutex bucket_mu;
   std::unordered_map<std::string, std::array<prometheus::Counter*, kDirections.size()>>
       bucket_bytes;
+
+  // Quota entries are bounded by the configuration, like bucket rules.
+  prometheus::Family<prometheus::Counter>* quota_limited_family = nullptr;
+  prometheus::Family<prometheus::Counter>* quota_paced_family = nullptr;
+  struct QuotaCounters {
+    prometheus::Counter* client_limit = nullptr;
+    prometheus::Counter* rate_limited = nullptr;
+    std::array<prometheus::Counter*, kDirections.size()> paced{};
+  };
+  std::mutex quota_mu;
+  std::unordered_map<std::string, QuotaCounters> quotas;
+
+  // Under quota_mu.
+  QuotaCounters& quota(const std::string& name) {
+    auto it = quotas.find(name);
+    if (it == quotas.end()) {
+      QuotaCounters c;
+      c.client_limit = &quota_limited_family->Add({{"quota", name}, {"reason", "client_limit"}});
+      c.rate_limited = &quota_limited_family->Add({{"quota", name}, {"reason", "rate_limited"}});
+      for (auto d : kDirections) {
+        c.paced[index(d)] =
+            &quota_paced_family->Add({{"quota", name}, {"direction", directionLabel(d)}});
+      }
+      it = quotas.emplace(name, c).first;
+    }
+    return it->second;
+  }
 };
 
 Metrics::Metrics()
@@ -182,6 +209,16 @@ Metrics::Metrics()
                                   .Name("s3gate_bucket_bytes_total")
                                   .Help("Bytes relayed, by bucket rule and direction.")
                                   .Register(registry);
+
+  impl.quota_limited_family = &prometheus::BuildCounter()
+                                   .Name("s3gate_quota_limited_total")
+                                   .Help("Connections and requests refused by a quota, by reason.")
+                                   .Register(registry);
+  impl.quota_paced_family =
+      &prometheus::BuildCounter()
+           .Name("s3gate_quota_paced_seconds_total")
+           .Help("Time transfers waited for their quota's bandwidth budget, by direction.")
+           .Register(registry);
 
   impl.upstream_connect = &prometheus::BuildHistogram()
                                .Name("s3gate_upstream_connect_duration_seconds")
@@ -311,6 +348,41 @@ void Metrics::addBucketBytes(const std::string& rule, Direction direction, uint6
     counter = it->second[index(direction)];
   }
   counter->Increment(static_cast<double>(bytes));
+}
+
+void Metrics::countQuotaLimited(const std::string& quota, Reason reason) {
+  prometheus::Counter* counter = nullptr;
+  {
+    std::lock_guard lock(impl_->quota_mu);
+    auto& c = impl_->quota(quota);
+    counter = reason == Reason::client_limit ? c.client_limit : c.rate_limited;
+  }
+  counter->Increment();
+}
+
+void Metrics::addQuotaPaced(const std::string& quota, Direction direction, double seconds) {
+  prometheus::Counter* counter = nullptr;
+  {
+    std::lock_guard lock(impl_->quota_mu);
+    counter = impl_->quota(quota).paced[index(direction)];
+  }
+  counter->Increment(seconds);
+}
+
+double Metrics::quotaLimited(const std::string& quota, Reason reason) const {
+  std::lock_guard lock(impl_->quota_mu);
+  auto it = impl_->quotas.find(quota);
+  if (it == impl_->quotas.end()) {
+    return 0;
+  }
+  return (reason == Reason::client_limit ? it->second.client_limit : it->second.rate_limited)
+      ->Value();
+}
+
+double Metrics::quotaPaced(const std::string& quota, Direction direction) const {
+  std::lock_guard lock(impl_->quota_mu);
+  auto it = impl_->quotas.find(quota);
+  return it == impl_->quotas.end() ? 0 : it->second.paced[index(direction)]->Value();
 }
 
 void Metrics::observeUpstreamConnect(double seconds) {

@@ -55,6 +55,9 @@ class Metrics {
   void countUpstreamError(UpstreamFailure error);
   void countDnsLookup(DnsResult result);
   void countAuth(AuthResult result);
+  // Thread-safe; `quota` is a quota entry's name. reason: client_limit or rate_limited.
+  void countQuotaLimited(const std::string& quota, Reason reason);
+  void addQuotaPaced(const std::string& quota, Direction direction, double seconds);
   void configReloaded(bool success);
   // s3gate_config_info{sha256}: one series, value 1; a new digest replaces the
   // previous series (SPEC section 5). Called at start-up and after each
@@ -70,6 +73,8 @@ class Metrics {
   double auth(AuthResult result) const;
   double bucketBytes(const std::string& rule, Direction direction) const;  // 0 when unseen
   std::string configSha256() const;  // empty before setConfigInfo()
+  double quotaLimited(const std::string& quota, Reason reason) const;      // 0 when unseen
+  double quotaPaced(const std::string& quota, Direction direction) const;  // 0 when unseen
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;

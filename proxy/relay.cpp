@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "proxy/event_ptr.h"
@@ -71,10 +72,13 @@ struct Flow {
   bool pipe_full = false;  // a splice into the pipe would block (its slots are used)
 
   bool src_eof = false;
-  bool done = false;           // EOF passed on as a write shutdown
-  uint64_t bytes = 0;          // bytes written to dst
-  uint64_t uncounted = 0;      // leading bytes not to count (the 200 head)
-  bool read_blocked = false;   // the last read would block (or drained the socket)
+  bool done = false;          // EOF passed on as a write shutdown
+  uint64_t bytes = 0;         // bytes written to dst
+  uint64_t uncounted = 0;     // leading bytes not to count (the 200 head)
+  bool read_blocked = false;  // the last read would block (or drained the socket)
+  PaceDirection direction = PaceDirection::up;
+  bool paced = false;  // out of bandwidth budget: no reads until the pace timer
+  std::chrono::steady_clock::time_point paced_since;
   bool write_blocked = false;  // the last write would block (or filled the socket)
 
   size_t buffered() const { return end - begin; }
@@ -85,7 +89,7 @@ struct Flow {
     }
     return buf && buffered() == capacity;
   }
-  bool wantsRead() const { return !src_eof && !full(); }
+  bool wantsRead() const { return !src_eof && !full() && !paced; }
   void ensureBuffer(size_t want) {
     if (!buf) {
       capacity = std::max(capacity, want);
@@ -111,6 +115,7 @@ class StreamRelay final : public Relay {
     up_.dst = upstream_.get();
     down_.src = upstream_.get();
     down_.dst = client_.get();
+    down_.direction = PaceDirection::down;
     for (Flow* d : {&up_, &down_}) {
       d->capacity = options_.buffer_bytes;
       d->src_plain = !d->src->isTls();
@@ -133,6 +138,13 @@ class StreamRelay final : public Relay {
     idle_timer_.reset(evtimer_new(base_, &onIdleTimer, this));
     if (!client_event_ || !upstream_event_ || !idle_timer_) {
       return false;
+    }
+    if (options_.pacer) {
+      up_pace_timer_.reset(evtimer_new(base_, &onUpPaceTimer, this));
+      down_pace_timer_.reset(evtimer_new(base_, &onDownPaceTimer, this));
+      if (!up_pace_timer_ || !down_pace_timer_) {
+        return false;
+      }
     }
     load(up_, prefix_up, false);
     load(down_, prefix_down, true);
@@ -202,6 +214,15 @@ class StreamRelay final : public Relay {
     self->pumpAll();
   }
 
+  static void onUpPaceTimer(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<StreamRelay*>(arg);
+    self->onPaceTimer(self->up_);
+  }
+  static void onDownPaceTimer(evutil_socket_t, short, void* arg) {
+    auto* self = static_cast<StreamRelay*>(arg);
+    self->onPaceTimer(self->down_);
+  }
+
   static void onIdleTimer(evutil_socket_t, short, void* arg) {
     static_cast<StreamRelay*>(arg)->checkIdle();
   }
@@ -269,6 +290,15 @@ class StreamRelay final : public Relay {
   // Reads from the source: spliced into the pipe when the direction may be
   // spliced and holds nothing in its buffer, else into the buffer.
   bool fill(Flow& d) {
+    size_t limit = std::numeric_limits<size_t>::max();
+    if (options_.pacer) {
+      Clock::time_point now = Clock::now();
+      limit = options_.pacer->allowance(d.direction, now);
+      if (limit == 0) {
+        pause(d, now);
+        return false;
+      }
+    }
     if (d.buffered() == 0 && d.in_pipe == 0) {
       bool inspecting = &d == &up_ && inspector_;
       bool splice = d.bulk && d.can_splice && !inspecting;
@@ -282,18 +312,44 @@ class StreamRelay final : public Relay {
         d.buf.reset();
         d.begin = d.end = 0;
       } else if (!inspecting) {
-        return copyThrough(d);
+        return copyThrough(d, limit);
       }
     }
-    return d.pipe ? spliceIn(d) : readInto(d);
+    return d.pipe ? spliceIn(d, limit) : readInto(d, limit);
+  }
+
+  // Out of bandwidth budget: the direction reads nothing until the pacer
+  // allows a slice again (its source backs up meanwhile).
+  void pause(Flow& d, Clock::time_point now) {
+    d.paced = true;
+    d.paced_since = now;
+    timeval tv = toTimeval(options_.pacer->resumeAfter(d.direction, now));
+    evtimer_add((&d == &up_ ? up_pace_timer_ : down_pace_timer_).get(), &tv);
+  }
+
+  void resume(Flow& d, Clock::time_point now) {
+    if (!d.paced) {
+      return;
+    }
+    d.paced = false;
+    last_activity_ = now;  // waiting for the budget is not idleness
+    options_.pacer->paced(d.direction, std::chrono::duration<double>(now - d.paced_since).count());
+  }
+
+  void onPaceTimer(Flow& d) {
+    if (finished_) {
+      return;
+    }
+    resume(d, Clock::now());
+    pumpAll();
   }
 
   // Reads into the scratch buffer and writes at once what the destination
   // takes; the rest waits in the direction's buffer.
-  bool copyThrough(Flow& d) {
+  bool copyThrough(Flow& d, size_t limit) {
     // Only what the destination does not take moves to the direction's buffer.
     char* scratch = threadScratch().data();
-    size_t room = std::min(options_.buffer_bytes, kScratchBytes);
+    size_t room = std::min({options_.buffer_bytes, kScratchBytes, limit});
     Stream::Result r = d.src->read(scratch, room);
     if (!readDone(d, r, room)) {
       return r.status == Stream::Io::eof || r.status == Stream::Io::error;
@@ -319,6 +375,9 @@ class StreamRelay final : public Relay {
       case Stream::Io::ok:
         last_activity_ = Clock::now();
         inspect_needs_more_ = false;
+        if (options_.pacer) {
+          options_.pacer->consume(d.direction, r.bytes, last_activity_);
+        }
         // A plain socket that gave less than asked for is drained: the next
         // read waits for readiness instead of failing with EAGAIN.
         d.read_blocked = d.src_plain && r.bytes < room;
@@ -362,7 +421,7 @@ class StreamRelay final : public Relay {
     return true;
   }
 
-  bool readInto(Flow& d) {
+  bool readInto(Flow& d, size_t limit) {
     d.ensureBuffer(options_.buffer_bytes);
     if (d.begin == d.end) {
       d.begin = d.end = 0;
@@ -371,7 +430,7 @@ class StreamRelay final : public Relay {
       d.end -= d.begin;
       d.begin = 0;
     }
-    size_t room = d.capacity - d.end;
+    size_t room = std::min(d.capacity - d.end, limit);
     Stream::Result r = d.src->read(d.buf.get() + d.end, room);
     if (readDone(d, r, room)) {
       d.end += r.bytes;
@@ -389,13 +448,16 @@ class StreamRelay final : public Relay {
 
   // splice(2) from the source socket into the pipe, at most up to its capacity
   // (the bound on what a direction holds).
-  bool spliceIn(Flow& d) {
-    size_t room = d.pipe.capacity() - d.in_pipe;
+  bool spliceIn(Flow& d, size_t limit) {
+    size_t room = std::min(d.pipe.capacity() - d.in_pipe, limit);
     while (true) {
       ssize_t n = splice(d.src->fd(), nullptr, d.pipe.writeFd(), nullptr, room, kSpliceFlags);
       if (n > 0) {
         d.in_pipe += static_cast<size_t>(n);
         last_activity_ = Clock::now();
+        if (options_.pacer) {
+          options_.pacer->consume(d.direction, static_cast<size_t>(n), last_activity_);
+        }
         d.bulk = static_cast<size_t>(n) >= kBulkReadBytes;
         // Short: the socket is drained (or the pipe's slots are used up,
         // which the next attempt finds out).
@@ -423,7 +485,7 @@ class StreamRelay final : public Relay {
         // These sockets cannot be spliced: copy through the buffer instead.
         d.can_splice = false;
         pool_->release(std::move(d.pipe), true);
-        return readInto(d);
+        return readInto(d, limit);
       }
       finish(&d == &up_ ? RelayClose::client_error : RelayClose::upstream_error);
       return true;
@@ -605,6 +667,9 @@ class StreamRelay final : public Relay {
     if (finished_) {
       return;
     }
+    if (up_.paced || down_.paced) {
+      last_activity_ = Clock::now();  // waiting for the bandwidth budget
+    }
     auto idle = std::chrono::duration_cast<Duration>(Clock::now() - last_activity_);
     if (idle >= options_.idle_timeout) {
       finish(RelayClose::idle_timeout);
@@ -644,6 +709,12 @@ class StreamRelay final : public Relay {
     }
     finished_ = true;
     close_ = close;
+    Clock::time_point now = Clock::now();
+    for (Flow* d : {&up_, &down_}) {
+      resume(*d, now);  // a wait cut short still counts
+    }
+    up_pace_timer_.reset();
+    down_pace_timer_.reset();
     client_event_.reset();
     upstream_event_.reset();
     idle_timer_.reset();
@@ -674,6 +745,8 @@ class StreamRelay final : public Relay {
   EventPtr client_event_;  // the client socket, for what the flows wait on it
   EventPtr upstream_event_;
   EventPtr idle_timer_;
+  EventPtr up_pace_timer_;  // with a pacer: resumes a paced direction
+  EventPtr down_pace_timer_;
   Clock::time_point last_activity_;
   bool finished_ = false;
   bool inspect_needs_more_ = false;

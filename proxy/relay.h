@@ -26,6 +26,11 @@
 //   done, on an error, or after `idle_timeout` with no bytes either way.
 // - `on_done` runs once, from the event loop (never inside start()); the owner
 //   must not destroy the Relay inside it (defer the destruction).
+// - Pacing (`pacer`, a bandwidth quota): each read is bounded by what the
+//   pacer allows in its direction; with nothing allowed the direction stops
+//   reading (its source backs up, as with a slow reader) and a timer resumes
+//   it when the pacer says. Nothing is refused or cut, and memory stays
+//   bounded as above. A paced wait counts as activity for idle_timeout.
 
 #include <event2/event.h>
 
@@ -36,6 +41,7 @@
 #include <string_view>
 
 #include "common/duration.h"
+#include "proxy/pacer.h"
 #include "proxy/stream.h"
 
 namespace s3gate {
@@ -63,8 +69,9 @@ using FirstBytesInspector = std::function<InspectVerdict(std::string_view client
 
 struct RelayOptions {
   Duration idle_timeout{std::chrono::seconds(300)};
-  size_t buffer_bytes = 64 * 1024;  // per direction
-  bool zero_copy = true;            // splice(2) between two plain sockets
+  size_t buffer_bytes = 64 * 1024;        // per direction
+  bool zero_copy = true;                  // splice(2) between two plain sockets
+  std::shared_ptr<BandwidthPacer> pacer;  // null: not paced
 };
 
 class Relay {

@@ -53,6 +53,10 @@ Metrics& Worker::metrics() {
   return server_.metrics();
 }
 
+QuotaTable* Worker::quotas() {
+  return &server_.quotas();
+}
+
 bool Worker::draining() const {
   return server_.draining();
 }
@@ -253,6 +257,10 @@ void Worker::onTick(evutil_socket_t, short, void* arg) {
   }
   std::erase_if(self->retired_resolvers_,
                 [](const std::unique_ptr<Resolver>& r) { return r->pendingLookups() == 0; });
+  if (self->index_ == 0) {
+    // Departed clients' budgets go once they are full again (one worker sweeps).
+    self->server_.quotas().sweep(std::chrono::steady_clock::now());
+  }
 }
 
 void Worker::onHeartbeat(evutil_socket_t, short, void* arg) {

@@ -18,6 +18,7 @@
 #include "metrics/metrics.h"
 #include "proxy/connector.h"
 #include "proxy/event_ptr.h"
+#include "proxy/quota.h"
 #include "proxy/resolver.h"
 #include "proxy/runtime.h"
 #include "proxy/session_owner.h"
@@ -55,6 +56,7 @@ class Worker final : public SessionOwner {
   Metrics& metrics() override;
   Connector& connector() override { return *connector_; }
   UpstreamPool& pool() override { return *pool_; }
+  QuotaTable* quotas() override;
   bool draining() const override;
   bool listenersClosed() const override { return exiting_; }
   void reap(Session* session) override;
@@ -129,6 +131,8 @@ class Server {
   // The connection count over every worker (max_connections).
   bool tryAddConnection(uint64_t limit);
   void removeConnection();
+  // The quota budgets: state that outlives reloads, shared by every worker.
+  QuotaTable& quotas() { return quotas_; }
 
  private:
   static void onSignal(evutil_socket_t sig, short what, void* arg);
@@ -151,6 +155,7 @@ class Server {
   std::vector<uint64_t> last_heartbeats_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<uint64_t> connections_{0};
+  QuotaTable quotas_;
   std::atomic<bool> draining_{false};
   enum class DrainPhase { none, delay, draining, done } drain_phase_ = DrainPhase::none;
   std::chrono::steady_clock::time_point drain_deadline_;

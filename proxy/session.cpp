@@ -241,6 +241,9 @@ void Session::acceptClient() {
     fail(Reason::client_not_allowed, "client " + origin_.ip.toString() + " is not in clients");
     return;
   }
+  if (!admitQuota(false)) {
+    return;
+  }
   event_add(client_read_.get(), nullptr);
   if (client_->hasBufferedInput()) {
     onReadable();  // TLS: bytes decrypted during the handshake announce themselves by no event
@@ -608,6 +611,9 @@ void Session::decide(RequestKindForDecision kind) {
   if (!d.name.bucket.empty()) {
     r.bucket = d.name.bucket;
   }
+  if (!admitQuota(true)) {
+    return;  // SPEC section 3, step 1b: before any policy step
+  }
   if (d.verdict == Verdict::deny && d.reason == Reason::path_style_denied && inspectionWanted(d)) {
     // Inspected, a path-style tunnel is decided bucket by bucket inside.
     request_.decision.verdict = Verdict::allow;
@@ -650,6 +656,37 @@ void Session::decide(RequestKindForDecision kind) {
     return;
   }
   connectUpstream();
+}
+
+// SPEC section 3, step 1b, in every mode: the connection (request false) or
+// one more request or tunnel. False when refused (the response is under way).
+bool Session::admitQuota(bool request) {
+  QuotaTable* table = owner_.quotas();
+  const Config& c = config();
+  if (table == nullptr || (c.quotas.empty() && !quota_lease_.held())) {
+    return true;
+  }
+  QuotaTable::Admission admission =
+      table->admit(c.quotas, origin_.ip, origin_.identity, request, quota_lease_, Clock::now());
+  if (admission.rule == nullptr) {
+    return true;
+  }
+  const QuotaRule& rule = *admission.rule;
+  request_.record.quota = rule.name;
+  if (admission.reason == Reason::none) {
+    return true;
+  }
+  owner_.metrics().countQuotaLimited(rule.name, admission.reason);
+  if (admission.reason == Reason::rate_limited) {
+    request_.extra_headers = "Retry-After: " + std::to_string(admission.retry_after) + "\r\n";
+    fail(Reason::rate_limited,
+         "quota " + rule.name + " allows " + std::to_string(rule.requests_per_second) +
+             " requests per second; retry after " + std::to_string(admission.retry_after) + "s");
+  } else {
+    fail(Reason::client_limit,
+         "quota " + rule.name + " allows " + std::to_string(rule.max_connections) + " connections");
+  }
+  return false;
 }
 
 // s3gate_requests_total counts the final decision, the one the log line has.
@@ -735,6 +772,12 @@ void Session::startTunnel(UniqueFd upstream) {
   }
   RelayOptions options;
   options.idle_timeout = config().limits.idle_timeout;
+  options.pacer =
+      QuotaTable::pacer(quota_lease_, [metrics = &owner_.metrics(), quota = quota_lease_.quota()](
+                                          PaceDirection direction, double seconds) {
+        metrics->addQuotaPaced(
+            quota, direction == PaceDirection::up ? Direction::up : Direction::down, seconds);
+      });
   std::string prefix_up = in_.substr(std::min(in_.size(), request_.head_length));
   in_.clear();
   in_.shrink_to_fit();
@@ -965,6 +1008,7 @@ void Session::respond(int status, std::string_view status_text, std::string_view
   if ((reason == Reason::auth_required || reason == Reason::auth_failed) && config().auth) {
     out_ += "Proxy-Authenticate: " + proxyAuthenticateValue(config().auth->realm) + "\r\n";
   }
+  out_ += request_.extra_headers;
   out_ += "Content-Type: text/plain\r\n";
   out_ += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   out_ += keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
@@ -1067,6 +1111,7 @@ void Session::finish(CloseCause close) {
     r.close = close;
   }
   transitionTo(State::closed);
+  quota_lease_.release();  // the budget's connection count drops now, not at the reap
   attempt_.reset();
   client_read_.reset();
   client_write_.reset();

@@ -43,6 +43,7 @@
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
 #include "proxy/preamble.h"
+#include "proxy/quota.h"
 #include "proxy/relay.h"
 #include "proxy/runtime.h"
 #include "proxy/session_owner.h"
@@ -106,6 +107,7 @@ class Session {
     bool upstream_tls = false;
     std::string pool_key;
     AccessRecord record;
+    std::string extra_headers;  // for an error response (Retry-After), each ending in CRLF
     Clock::time_point started;
     bool logged = false;
   };
@@ -143,6 +145,7 @@ class Session {
   void afterKeptResponse();
   void discardBody();
   void countDecision(Verdict verdict);
+  bool admitQuota(bool request);
   void connectUpstream();
   void onConnected(ConnectResult result);
   void startTunnel(UniqueFd upstream);
@@ -197,6 +200,7 @@ class Session {
   uint64_t discard_left_ = 0;         // body bytes of a denied request still to drop
   std::unique_ptr<Connector::Attempt> attempt_;
   std::unique_ptr<Authenticator::Pending> auth_;  // a password being verified off the loop
+  QuotaLease quota_lease_;                        // this connection, counted in its quota's budget
   std::unique_ptr<Relay> relay_;
   std::unique_ptr<Forwarder> forwarder_;
   std::unique_ptr<Forwarder> retired_forwarder_;  // freed outside its own callback

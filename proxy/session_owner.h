@@ -10,6 +10,7 @@ namespace s3gate {
 
 class Connector;
 class Metrics;
+class QuotaTable;
 class Session;
 class UpstreamPool;
 
@@ -23,6 +24,8 @@ class SessionOwner {
   virtual Metrics& metrics() = 0;
   virtual Connector& connector() = 0;
   virtual UpstreamPool& pool() = 0;
+  // The quota budgets shared by every worker; nullptr: no quotas enforced.
+  virtual QuotaTable* quotas() { return nullptr; }
   // SIGTERM received: /ping answers 503 and connections are not kept alive.
   virtual bool draining() const = 0;
   // The drain closed the listeners: a request that arrives now gets 503.

@@ -125,6 +125,14 @@ std::string describe(const Config& c) {
     << show(m.header_timeout) << " " << show(m.connect_timeout) << " " << show(m.idle_timeout)
     << " " << show(m.tcp_keepalive) << " " << show(m.shutdown_delay) << " " << show(m.drain_timeout)
     << "\n";
+  for (const QuotaRule& q : c.quotas) {
+    const char* per = q.per == QuotaPer::address    ? "address"
+                      : q.per == QuotaPer::identity ? "identity"
+                                                    : "quota";
+    o << "quota " << q.name << " clients " << showAll(q.clients) << " identities "
+      << showAll(q.identities) << " per " << per << " max_connections " << q.max_connections
+      << " rps " << q.requests_per_second << " bandwidth " << q.bandwidth_bits << "\n";
+  }
   o << "access_log " << c.access_log << "\n";
   return o.str();
 }
@@ -340,6 +348,14 @@ TEST_CASE("keys left out take the documented defaults", "[config]") {
     HostRule host;
     host.name = "sts.us-west-2.amazonaws.com";
     expected.hosts.push_back(host);
+    QuotaRule quota;
+    quota.name = "render-farm";
+    quota.clients = {network("10.30.0.0/16")};
+    quota.per = QuotaPer::address;
+    quota.max_connections = 200;
+    quota.requests_per_second = 100;
+    quota.bandwidth_bits = 2000000000;
+    expected.quotas.push_back(quota);
     CHECK(describe(*c) == describe(expected));
   }
 }
@@ -541,6 +557,84 @@ TEST_CASE("auth: left out is off; set, its keys take their defaults", "[config][
     CHECK(loadBad("auth: {users_file: u, realm: \"\"}\n") ==
           std::vector<std::string>{"bad.yaml:1:23: auth.realm: must not be empty"});
     CHECK(loadBad("auth: [u]\n").size() == 1);
+  }
+}
+
+TEST_CASE("quotas", "[config][quota]") {
+  SECTION("every key") {
+    ConfigPtr c = loadGood(
+        "quotas:\n"
+        "  - name: artists\n"
+        "    identities: [alice, bob]\n"
+        "    per: identity\n"
+        "    max_connections: 50\n"
+        "    requests_per_second: 20\n"
+        "    bandwidth: 500Mbit\n"
+        "  - name: farm\n"
+        "    clients: [\"10.30.0.0/16\"]\n"
+        "    per: quota\n"
+        "    bandwidth: \"1.5Gbit\"\n"
+        "  - name: rest\n");
+    REQUIRE(c->quotas.size() == 3);
+    CHECK(c->quotas[0].name == "artists");
+    CHECK(c->quotas[0].identities == std::vector<std::string>{"alice", "bob"});
+    CHECK(c->quotas[0].clients.empty());
+    CHECK(c->quotas[0].per == QuotaPer::identity);
+    CHECK(c->quotas[0].max_connections == 50);
+    CHECK(c->quotas[0].requests_per_second == 20);
+    CHECK(c->quotas[0].bandwidth_bits == 500000000);
+    CHECK(showAll(c->quotas[1].clients) == "[10.30.0.0/16]");
+    CHECK(c->quotas[1].per == QuotaPer::quota);
+    CHECK(c->quotas[1].bandwidth_bits == 1500000000);
+    // Keys left out are no limit.
+    CHECK(c->quotas[2].per == QuotaPer::address);
+    CHECK(c->quotas[2].max_connections == 0);
+    CHECK(c->quotas[2].requests_per_second == 0);
+    CHECK(c->quotas[2].bandwidth_bits == 0);
+  }
+  SECTION("no quotas by default") {
+    CHECK(loadGood("")->quotas.empty());
+  }
+}
+
+TEST_CASE("parseBandwidth", "[config][quota]") {
+  struct Row {
+    std::string_view text;
+    std::optional<uint64_t> bits;
+    std::string_view why;  // a part of the message, for errors
+  };
+  const Row rows[] = {
+      {"0", 0, ""},
+      {"500Mbit", 500000000, ""},
+      {"1Gbit", 1000000000, ""},
+      {"2Gbit", 2000000000, ""},
+      {"40Mbit", 40000000, ""},
+      {"1.5Gbit", 1500000000, ""},
+      {"64kbit", 64000, ""},
+      {"64Kbit", 64000, ""},
+      {"8bit", 8, ""},
+      {"1Tbit", 1000000000000, ""},
+      {"", std::nullopt, "expected a bandwidth"},
+      {"100", std::nullopt, "expected a bandwidth"},
+      {"Mbit", std::nullopt, "expected a bandwidth"},
+      {"1..5Gbit", std::nullopt, "expected a bandwidth"},
+      {"-1Gbit", std::nullopt, "expected a bandwidth"},
+      {"1Gbps", std::nullopt, "unit written out"},
+      {"50MB", std::nullopt, "unit written out"},
+      {"1 Gbit", std::nullopt, "expected a bandwidth"},
+      {"1gbit", std::nullopt, "units bit, kbit"},
+      {"1Pbit", std::nullopt, "units bit, kbit"},
+      {"4bit", std::nullopt, "at least 8bit"},
+      {"2000Tbit", std::nullopt, "at most 1000Tbit"},
+  };
+  for (const Row& row : rows) {
+    INFO(row.text);
+    std::string why;
+    auto bits = parseBandwidth(row.text, &why);
+    CHECK(bits == row.bits);
+    if (!row.bits) {
+      CHECK(why.find(row.why) != std::string::npos);
+    }
   }
 }
 

@@ -108,15 +108,19 @@ const std::vector<MetricSpec> kSpecMetrics = {
     {"s3gate_draining", "gauge"},
     {"s3gate_build_info", "gauge"},
     {"s3gate_config_info", "gauge"},
+    {"s3gate_auth_total", "counter"},
+    {"s3gate_quota_limited_total", "counter"},
+    {"s3gate_quota_paced_seconds_total", "counter"},
 };
 
 }  // namespace
 
 TEST_CASE("every metric of the SPEC is declared with its type and help") {
   Metrics metrics;
-  // The families without fixed children.
+  // The families without fixed children (their labels come from the configuration).
   metrics.addBucketBytes("media", Direction::up, 1);
   metrics.setConfigInfo(std::string(64, 'a'));
+  metrics.countQuotaLimited("farm", Reason::client_limit);
   std::string text = metrics.serialize();
   for (const auto& spec : kSpecMetrics) {
     INFO(spec.name);
@@ -256,6 +260,31 @@ TEST_CASE("counts land on the right labels") {
   CHECK(sample(text, "s3gate_dns_lookups_total{result=\"cache_hit\"}") == 1.0);
   CHECK(sample(text, "s3gate_dns_lookups_total{result=\"pinned\"}") == 3.0);
   CHECK(sample(text, "s3gate_dns_lookups_total{result=\"failed\"}") == 0.0);
+}
+
+TEST_CASE("quota metrics: limited by reason, paced seconds by direction") {
+  Metrics metrics;
+  CHECK(metrics.serialize().find("s3gate_quota") == std::string::npos);  // no quota, no series
+  metrics.countQuotaLimited("farm", Reason::client_limit);
+  metrics.countQuotaLimited("farm", Reason::rate_limited);
+  metrics.countQuotaLimited("farm", Reason::rate_limited);
+  metrics.addQuotaPaced("farm", Direction::down, 1.5);
+  metrics.addQuotaPaced("farm", Direction::down, 0.25);
+  metrics.addQuotaPaced("artists", Direction::up, 2);
+  std::string text = metrics.serialize();
+  CHECK(sample(text, "s3gate_quota_limited_total{quota=\"farm\",reason=\"client_limit\"}") == 1.0);
+  CHECK(sample(text, "s3gate_quota_limited_total{quota=\"farm\",reason=\"rate_limited\"}") == 2.0);
+  // An entry's series are all there from its first use, at zero.
+  CHECK(sample(text, "s3gate_quota_limited_total{quota=\"artists\",reason=\"client_limit\"}") ==
+        0.0);
+  CHECK(sample(text, "s3gate_quota_paced_seconds_total{direction=\"down\",quota=\"farm\"}") ==
+        1.75);
+  CHECK(sample(text, "s3gate_quota_paced_seconds_total{direction=\"up\",quota=\"farm\"}") == 0.0);
+  CHECK(sample(text, "s3gate_quota_paced_seconds_total{direction=\"up\",quota=\"artists\"}") ==
+        2.0);
+  CHECK(metrics.quotaLimited("farm", Reason::rate_limited) == 2.0);
+  CHECK(metrics.quotaPaced("farm", Direction::down) == 1.75);
+  CHECK(metrics.quotaPaced("nobody", Direction::down) == 0.0);
 }
 
 TEST_CASE("reloads and draining") {
