@@ -58,6 +58,9 @@ SPEC_METRICS = {
     "s3gate_draining": "gauge",
     "s3gate_build_info": "gauge",
     "s3gate_config_info": "gauge",
+    "s3gate_auth_total": "counter",
+    "s3gate_quota_limited_total": "counter",
+    "s3gate_quota_paced_seconds_total": "counter",
 }
 
 
