@@ -58,6 +58,9 @@ SPEC_METRICS = {
     "s3gate_draining": "gauge",
     "s3gate_build_info": "gauge",
     "s3gate_config_info": "gauge",
+    "s3gate_auth_total": "counter",
+    "s3gate_quota_limited_total": "counter",
+    "s3gate_quota_paced_seconds_total": "counter",
 }
 
 
@@ -260,7 +263,8 @@ class MonitoringFilesTest(unittest.TestCase):
                        "Active connections and tunnels", "Upstream connect latency",
                        "Upstream errors by reason", "DNS lookups by result", "Tunnel duration",
                        "Configuration reloads", "Draining", "Build", "Configuration versions",
-                       "Instances per configuration", "Configuration by instance"):
+                       "Instances per configuration", "Configuration by instance",
+                       "Proxy authentication", "Quota refusals", "Time paced by quota"):
             self.assertIn(wanted, titles)
         by_title = {p["title"]: p for p in panels}
         # configuration drift across the fleet: the number of distinct digests
@@ -273,6 +277,15 @@ class MonitoringFilesTest(unittest.TestCase):
                       by_title["Instances per configuration"]["targets"][0]["expr"])
         self.assertIn("by (instance, sha256)",
                       by_title["Configuration by instance"]["targets"][0]["expr"])
+        self.assertEqual([t["expr"] for t in by_title["Quota refusals"]["targets"]],
+                         ['sum by (quota, reason) (rate(s3gate_quota_limited_total{instance=~"$instance"}'
+                          '[$__rate_interval]))'])
+        paced = by_title["Time paced by quota"]
+        self.assertEqual([t["expr"] for t in paced["targets"]],
+                         ['sum by (quota, direction) (rate(s3gate_quota_paced_seconds_total{instance=~"$instance"}'
+                          '[$__rate_interval]))'])
+        self.assertEqual(paced["fieldConfig"]["defaults"]["unit"], "s")  # seconds waited per second
+        self.assertIn("by (result)", by_title["Proxy authentication"]["targets"][0]["expr"])
         required = {r["id"] for r in dashboard["__requires"] if r["type"] == "panel"}
         self.assertEqual({p["type"] for p in panels} - required, set(), "panel types not in __requires")
         ids = [p["id"] for p in dashboard["panels"]]
@@ -328,8 +341,17 @@ class MetricsTest(h.ProxyTestCase):
     # ------------------------------------------------------------ the exposition itself
 
     def test_scrape_has_every_spec_metric_and_the_dashboards_names(self):
-        self.start_proxy()
+        # the quota families have children from a quota's first refusal
+        self.start_proxy({"quotas": [{"name": "everyone", "requests_per_second": 1}]})
         self.tunnel(h.s3_name("media"), b"x")  # bucket_bytes_total has children from the first tunnel
+        statuses = []
+        for _ in range(5):  # a burst of one second's worth: a 429 within a few attempts
+            sock, resp = h.proxy_connect(self.proxy.port, f"{h.s3_name('media')}:{self.echo.port}")
+            sock.close()
+            statuses.append(resp.status)
+            if resp.status == 429:
+                break
+        self.assertIn(429, statuses)
         self.wait_idle()
         s = scrape(self.admin_port)
         for name, kind in SPEC_METRICS.items():
