@@ -146,8 +146,8 @@ RuntimeBuild buildRuntimeFromConfig(ConfigPtr loaded, RuntimeUse use, const Runt
   auto runtime = std::make_shared<Runtime>();
   std::string error;
   if (config->tunnel.inspect) {
-    runtime->inspect_tls = TlsServerContext::create(
-        config->tunnel.inspect_certificate, config->tunnel.inspect_private_key, "", &error);
+    runtime->inspect_tls = TlsServerContext::create(config->tunnel.inspect_certificate,
+                                                    config->tunnel.inspect_private_key, "", &error);
     if (runtime->inspect_tls) {
       runtime->inspect_tls->offerHttp11Only();
     } else {

@@ -245,9 +245,8 @@ void TlsServerContext::offerHttp11Only() {
 
 bool TlsServerContext::covers(std::string_view host) const {
   X509* cert = SSL_CTX_get0_certificate(ctx_.get());
-  return cert != nullptr &&
-         X509_check_host(cert, host.data(), host.size(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
-                         nullptr) == 1;
+  return cert != nullptr && X509_check_host(cert, host.data(), host.size(),
+                                            X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, nullptr) == 1;
 }
 
 std::string peerCommonName(SSL* ssl) {
