@@ -423,7 +423,9 @@ class Squid(Proxy):
         super().__init__(workdir, upstream)
         self.binary = shutil.which("squid") or "/usr/sbin/squid"
         self.port = free_port()
-        self.note = ("access_log to a file (daemon:, its default module), cache deny all, cache_mem 0, hosts_file for the S3 names, "
+        self.tls_port = free_port()
+        self.note = ("access_log to a file (daemon:, its default module), an https_port (tls-cert) beside the "
+                     "http_port, cache deny all, cache_mem 0, hosts_file for the S3 names, "
                      "max_filedescriptors = the hard limit, one worker (the default)")
 
     def available(self):
@@ -445,8 +447,10 @@ class Squid(Proxy):
         with open(hosts, "w") as f:
             f.write(f"{ORIGIN_IP} {S3_NAME} {INSPECT_NAME}\n")
         conf = os.path.join(d, "squid.conf")
+        certs = self.upstream.certs
         with open(conf, "w") as f:
             f.write(f"""http_port 127.0.0.1:{self.port}
+https_port 127.0.0.1:{self.tls_port} tls-cert={certs.proxy[0]} tls-key={certs.proxy[1]}
 pid_filename {d}/squid.pid
 cache_log {d}/cache.log
 access_log daemon:{d}/access.log squid
@@ -605,7 +609,8 @@ class Runner:
     def https_listener(self, proxy):
         """Options for a tunnel through the HTTPS proxy listener; without a proxy,
         TLS straight to the origin's TLS port (the tunnel protocol inside)."""
-        self.s3gate_only(proxy, "be measured here with an HTTPS listener")
+        if not isinstance(proxy, (S3gate, NoProxy, Squid)):
+            raise NotApplicable(f"{proxy.label} has no HTTPS listener")
         ca = ["--ca", self.upstream.certs.ca, "--proxy-tls", "1", "--hello", S3_NAME]
         if proxy.name == "none":
             return ca + ["--proxy", "none", "--upstream", f"{ORIGIN_IP}:{TLS_PORT}", "--proxy-name", S3_NAME]
@@ -629,6 +634,8 @@ class Runner:
             raise RuntimeError(f"HTTPS-listener setup failed: {r}")
         # With resumption every handshake but the first ones (one per client, and a
         # few that started before a ticket had come) must have resumed.
+        if resume and r["tls_resumed"] == 0 and not isinstance(proxy, S3gate):
+            raise NotApplicable(f"{proxy.label} resumed none of {r['tls_handshakes']} sessions")
         if resume and r["tls_resumed"] < r["tls_handshakes"] - 100:
             raise RuntimeError(f"sessions were not resumed: {r['tls_resumed']} of {r['tls_handshakes']}")
         if not resume and r["tls_resumed"]:
