@@ -326,14 +326,16 @@ class NoProxy(Proxy):
 
 
 class S3gate(Proxy):
-    def __init__(self, workdir, upstream, binary, workers, log=True, upstream_tls=False):
+    def __init__(self, workdir, upstream, binary, workers, log=True, upstream_tls=False, variant=""):
         super().__init__(workdir, upstream)
         self.binary = binary
         self.workers = workers
         self.log = log
         self.upstream_tls = upstream_tls
-        self.name = f"s3gate-w{workers}" + ("" if log else "-nolog") + ("-utls" if upstream_tls else "")
-        self.label = f"s3gate w{workers}" + ("" if log else " log off")
+        self.variant = variant  # "b": the --compare binary
+        self.name = (f"s3gate-w{workers}" + ("" if log else "-nolog") + (f"-{variant}" if variant else "")
+                     + ("-utls" if upstream_tls else ""))
+        self.label = f"s3gate w{workers}" + ("" if log else " log off") + (f" ({variant}: --compare)" if variant else "")
         self.port = free_port()
         self.tls_port = free_port()
         self.admin_port = free_port()
@@ -348,7 +350,7 @@ class S3gate(Proxy):
     def twin(self):
         """The same s3gate with `http.upstream_tls: true` (started on first use)."""
         if self._twin is None:
-            self._twin = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, True)
+            self._twin = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, True, self.variant)
             self._twin.start()
         return self._twin
 
@@ -1045,6 +1047,9 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
                     "http1k,get64m,put64m,idle5000,...)")
     ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w1-nolog,s3gate-w2,squid,tinyproxy")
+    ap.add_argument("--compare", default=None,
+                    help="another s3gate binary, measured as column s3gate-w1-b (w1, the same configuration) "
+                    "interleaved with the others: an A/B of a change in one run")
     ap.add_argument("--no-install", action="store_true",
                     help="do not apt-get install the peers (squid, tinyproxy) when they are missing")
     ap.add_argument("--syscalls", action="store_true",
@@ -1079,10 +1084,13 @@ def main():
     certs = Certs(workdir)
     upstream = Upstream(loadgen, workdir, certs)
     wanted = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    if args.compare and "s3gate-w1-b" not in wanted:
+        wanted.insert(wanted.index("s3gate-w1") + 1 if "s3gate-w1" in wanted else len(wanted), "s3gate-w1-b")
     every = {
         "none": lambda: NoProxy(workdir, upstream),
         "s3gate-w1": lambda: S3gate(workdir, upstream, binary, 1),
         "s3gate-w1-nolog": lambda: S3gate(workdir, upstream, binary, 1, log=False),
+        "s3gate-w1-b": lambda: S3gate(workdir, upstream, os.path.abspath(args.compare or ""), 1, variant="b"),
         "s3gate-w2": lambda: S3gate(workdir, upstream, binary, 2),
         "squid": lambda: Squid(workdir, upstream),
         "tinyproxy": lambda: Tinyproxy(workdir, upstream),
@@ -1163,20 +1171,23 @@ def main():
                                        if k in rs[0]}
                     entry["median"].setdefault("value2", None)
                     entry["max_other_load_cores"] = round(max(r["raw"].get("other_load_cores", 0) for r in rs), 2)
+        # Profiles and system-call counts of s3gate w1 (and of the --compare binary: "NAME (b)").
+        profiled = [(p, "" if p.name == "s3gate-w1" else " (b)") for p in proxies
+                    if p.name in ("s3gate-w1", "s3gate-w1-b")]
         wanted_profiles = [x.strip() for x in (args.profile or "").split(",") if x.strip()]
         if wanted_profiles:
             results["profiles"] = {}
-            s3 = next((p for p in proxies if p.name == "s3gate-w1"), None)
-            for spec in specs:
-                if s3 is not None and spec[0] in wanted_profiles:
-                    results["profiles"][spec[0]] = perf_profile(runner, s3, spec[0], spec[5])
+            for s3, tag in profiled:
+                for spec in specs:
+                    if spec[0] in wanted_profiles:
+                        results["profiles"][spec[0] + tag] = perf_profile(runner, s3, spec[0], spec[5])
         wanted_straces = [x.strip() for x in (args.strace or "").split(",") if x.strip()]
         if wanted_straces:
             results["straces"] = {}
-            s3 = next((p for p in proxies if p.name == "s3gate-w1"), None)
-            for spec in specs:
-                if s3 is not None and spec[0] in wanted_straces:
-                    results["straces"][spec[0]] = strace_workload(runner, s3, spec[0], spec[5])
+            for s3, tag in profiled:
+                for spec in specs:
+                    if spec[0] in wanted_straces:
+                        results["straces"][spec[0] + tag] = strace_workload(runner, s3, spec[0], spec[5])
         if args.syscalls:
             results["syscalls"] = {}
             for p in proxies:
