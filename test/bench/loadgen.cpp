@@ -27,6 +27,21 @@
 // --upstream IP:PORT (where the target is without a proxy), --target HOST:PORT
 // (the CONNECT target), --max-seconds S (every mode is bounded in count and
 // time). Each client mode prints one JSON object on standard output.
+//
+// TLS (OpenSSL; both ends offer TLS 1.3 with TLS_AES_128_GCM_SHA256 only):
+//   serve --tls IP:PORT --cert PEM --key PEM: a TLS port; after the handshake a
+//       connection whose first byte starts a TLS record speaks the tunnel
+//       protocol, any other speaks HTTP (the origin above).
+//   --hello HOST: every tunnel first sends a real ClientHello naming HOST (made
+//       once with OpenSSL), for proxies that check the server name; the tunnel
+//       port skips a leading TLS record.
+//   --proxy-tls 1 [--proxy-name NAME]: TLS to the proxy (an HTTPS proxy
+//       listener; without --proxy, to the upstream's TLS port), its
+//       certificate checked against NAME (with --ca).
+//   http --url https://HOST/...: TLS to the origin (through a CONNECT tunnel to
+//       HOST:443 with --proxy), its certificate checked against HOST (with --ca).
+//   --ca PEM: the CA the certificates are checked against; --resume 1: offer
+//       a ticket from an earlier connection (each ticket once, newest first).
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -38,6 +53,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -102,6 +120,169 @@ void raiseFdLimit() {
 void setNoDelay(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+// --- TLS (OpenSSL). Both ends offer TLS 1.3 with AES-128-GCM only, read ahead
+// into a 256 KiB buffer (one read call for many records, not two per record) and write partial
+// records as the socket takes them.
+
+void tlsCommon(SSL_CTX* ctx) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256");
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024);  // up to 256 KiB of records per read call
+  SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+}
+
+SSL_CTX* tlsServerCtx(const std::string& cert, const std::string& key) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  tlsCommon(ctx);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    ERR_print_errors_fp(stderr);
+    usage("cannot load --cert/--key");
+  }
+  return ctx;
+}
+
+// The client's tickets (TLS 1.3 tickets arrive after the handshake), newest
+// last. Each is offered once, as a client holding its own connections' tickets
+// does; a server may accept a ticket only once.
+std::vector<SSL_SESSION*> g_sessions;
+
+int onNewSession(SSL*, SSL_SESSION* sess) {
+  if (SSL_SESSION_is_resumable(sess) != 1) {
+    return 0;
+  }
+  if (g_sessions.size() >= 4096) {
+    SSL_SESSION_free(g_sessions.front());
+    g_sessions.erase(g_sessions.begin());
+  }
+  g_sessions.push_back(sess);
+  return 1;  // kept
+}
+
+SSL_CTX* tlsClientCtx(const std::string& ca) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  tlsCommon(ctx);
+  if (!ca.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+      ERR_print_errors_fp(stderr);
+      usage("cannot load --ca");
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  }
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, onNewSession);
+  return ctx;
+}
+
+SSL* tlsClient(SSL_CTX* ctx, int fd, const std::string& host, bool resume) {
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  SSL_set_tlsext_host_name(ssl, host.c_str());
+  if (SSL_CTX_get_verify_mode(ctx) != SSL_VERIFY_NONE) {
+    SSL_set1_host(ssl, host.c_str());
+  }
+  if (resume && !g_sessions.empty()) {
+    SSL_set_session(ssl, g_sessions.back());
+    SSL_SESSION_free(g_sessions.back());
+    g_sessions.pop_back();
+  }
+  SSL_set_connect_state(ssl);
+  return ssl;
+}
+
+// A real TLS 1.3 ClientHello naming `host`, as a client would send it first in
+// a tunnel (so that a proxy checking the server name sees one); the upstream
+// of the tunnel protocol skips it. Made once, sent by every tunnel.
+std::string makeClientHello(const std::string& host) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  tlsCommon(ctx);
+  SSL* ssl = SSL_new(ctx);
+  BIO* rb = BIO_new(BIO_s_mem());
+  BIO* wb = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rb, wb);
+  SSL_set_tlsext_host_name(ssl, host.c_str());
+  SSL_set_connect_state(ssl);
+  SSL_do_handshake(ssl);  // wants to read: the ClientHello is in wb
+  char* p = nullptr;
+  long n = BIO_get_mem_data(wb, &p);
+  std::string out(p, size_t(n));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  return out;
+}
+
+// I/O through TLS when `ssl` is set: >0 bytes, 0 end of stream, -1 with errno
+// (EAGAIN: try again when the socket is ready).
+ssize_t ioRecv(int fd, SSL* ssl, char* buf, size_t n) {
+  if (ssl == nullptr) {
+    return recv(fd, buf, n, 0);
+  }
+  int r = SSL_read(ssl, buf, int(std::min<size_t>(n, 1 << 30)));
+  if (r > 0) {
+    return r;
+  }
+  int e = SSL_get_error(ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    return 0;
+  }
+  ERR_clear_error();
+  errno = ECONNRESET;
+  return -1;
+}
+
+ssize_t ioSend(int fd, SSL* ssl, const char* buf, size_t n) {
+  if (ssl == nullptr) {
+    return send(fd, buf, n, MSG_NOSIGNAL);
+  }
+  int r = SSL_write(ssl, buf, int(std::min<size_t>(n, 1 << 30)));
+  if (r > 0) {
+    return r;
+  }
+  int e = SSL_get_error(ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    errno = EAGAIN;
+    return -1;
+  }
+  ERR_clear_error();
+  errno = EPIPE;
+  return -1;
+}
+
+// Drives a handshake: 1 done, 0 wait for `*events`, -1 failed.
+int tlsHandshake(SSL* ssl, uint32_t* events, std::string* err) {
+  int r = SSL_do_handshake(ssl);
+  if (r == 1) {
+    return 1;
+  }
+  int e = SSL_get_error(ssl, r);
+  if (e == SSL_ERROR_WANT_READ) {
+    *events = EPOLLIN;
+    return 0;
+  }
+  if (e == SSL_ERROR_WANT_WRITE) {
+    *events = EPOLLOUT;
+    return 0;
+  }
+  char buf[256];
+  unsigned long code = ERR_get_error();
+  ERR_error_string_n(code, buf, sizeof buf);
+  if (err != nullptr) {
+    *err = std::string("TLS handshake: ") + (code != 0 ? buf : "connection closed");
+  }
+  ERR_clear_error();
+  return -1;
+}
+
+bool tlsPending(SSL* ssl) {
+  return ssl != nullptr && SSL_has_pending(ssl) == 1;
 }
 
 struct Args {
@@ -205,7 +386,12 @@ struct ChunkedDrop {
 struct ServerConn {
   int fd = -1;
   bool http = false;
-  std::string out;  // bytes waiting to be written
+  SSL* ssl = nullptr;          // a TLS connection (--tls port)
+  bool handshaking = false;    // its handshake is not complete yet
+  bool sniff = false;          // tunnel protocol or HTTP: the first byte decides (TLS port)
+  bool hello_skipped = false;  // tunnel protocol: a leading TLS record was skipped (or none)
+  size_t skipped = 0;          // bytes of that record's body skipped so far
+  std::string out;             // bytes waiting to be written
   size_t out_off = 0;
   uint64_t source_left = 0;  // body / source bytes still to send from g_zeros
   // tunnel protocol
@@ -234,6 +420,10 @@ class Server {
     if (!args.get("http").empty()) {
       http_fd_ = listenOn(args.get("http"));
     }
+    if (!args.get("tls").empty()) {
+      tls_ctx_ = tlsServerCtx(args.get("cert"), args.get("key"));
+      tls_fd_ = listenOn(args.get("tls"));
+    }
   }
 
   void run() {
@@ -250,12 +440,15 @@ class Server {
       }
       for (int i = 0; i < n; ++i) {
         void* ptr = evs[i].data.ptr;
-        if (ptr == &tunnel_fd_ || ptr == &http_fd_) {
-          acceptAll(*static_cast<int*>(ptr), ptr == &http_fd_);
+        if (ptr == &tunnel_fd_ || ptr == &http_fd_ || ptr == &tls_fd_) {
+          acceptAll(*static_cast<int*>(ptr), ptr == &http_fd_, ptr == &tls_fd_);
           continue;
         }
         auto* c = static_cast<ServerConn*>(ptr);
         if (!drive(*c)) {
+          if (c->ssl != nullptr) {
+            SSL_free(c->ssl);
+          }
           close(c->fd);
           delete c;
         }
@@ -280,7 +473,7 @@ class Server {
 
  public:
   void finishListen() {
-    for (int* member : {&tunnel_fd_, &http_fd_}) {
+    for (int* member : {&tunnel_fd_, &http_fd_, &tls_fd_}) {
       if (*member >= 0) {
         epoll_event ev{};
         ev.events = EPOLLIN;
@@ -293,7 +486,7 @@ class Server {
   }
 
  private:
-  void acceptAll(int lfd, bool http) {
+  void acceptAll(int lfd, bool http, bool tls) {
     for (int i = 0; i < 256; ++i) {
       int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
@@ -307,6 +500,13 @@ class Server {
       c->fd = fd;
       c->http = http;
       c->events = EPOLLIN;
+      if (tls) {
+        c->ssl = SSL_new(tls_ctx_);
+        SSL_set_fd(c->ssl, fd);
+        SSL_set_accept_state(c->ssl);
+        c->handshaking = true;
+        c->sniff = true;
+      }
       epoll_event ev{};
       ev.events = EPOLLIN;
       ev.data.ptr = c;
@@ -329,9 +529,9 @@ class Server {
     while (c.out_off < c.out.size() || c.source_left > 0) {
       ssize_t w;
       if (c.out_off < c.out.size()) {
-        w = send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+        w = ioSend(c.fd, c.ssl, c.out.data() + c.out_off, c.out.size() - c.out_off);
       } else {
-        w = send(c.fd, g_zeros, size_t(std::min<uint64_t>(c.source_left, kIoChunk)), MSG_NOSIGNAL);
+        w = ioSend(c.fd, c.ssl, g_zeros, size_t(std::min<uint64_t>(c.source_left, kIoChunk)));
       }
       if (w < 0) {
         if (errno == EAGAIN) {
@@ -357,7 +557,19 @@ class Server {
 
   // Makes all the progress it can; false: close the connection.
   bool drive(ServerConn& c) {
-    for (int round = 0; round < 64; ++round) {
+    if (c.handshaking) {
+      uint32_t ev = 0;
+      int h = tlsHandshake(c.ssl, &ev, nullptr);
+      if (h < 0) {
+        return false;
+      }
+      if (h == 0) {
+        want(c, ev);
+        return true;
+      }
+      c.handshaking = false;
+    }
+    for (int round = 0; round < 64 || tlsPending(c.ssl); ++round) {
       int f = flush(c);
       if (f < 0) {
         return false;
@@ -366,7 +578,7 @@ class Server {
         want(c, EPOLLOUT);
         return true;
       }
-      ssize_t r = recv(c.fd, g_rbuf, sizeof g_rbuf, 0);
+      ssize_t r = ioRecv(c.fd, c.ssl, g_rbuf, sizeof g_rbuf);
       if (r == 0) {
         return false;
       }
@@ -380,6 +592,12 @@ class Server {
         }
         return false;
       }
+      if (c.sniff) {
+        // Tunnel clients start with a TLS record (their ClientHello), HTTP
+        // clients with a method.
+        c.sniff = false;
+        c.http = g_rbuf[0] != 0x16;
+      }
       bool ok = c.http ? onHttpBytes(c, g_rbuf, size_t(r)) : onTunnelBytes(c, g_rbuf, size_t(r));
       if (!ok) {
         return false;
@@ -392,6 +610,32 @@ class Server {
   }
 
   bool onTunnelBytes(ServerConn& c, const char* p, size_t n) {
+    if (!c.hello_skipped) {
+      // A leading TLS record (the client's ClientHello, for proxies that check
+      // the server name) is skipped; its 5-byte header gives its length.
+      size_t take = std::min(n, size_t(5) > c.hdr.size() ? size_t(5) - c.hdr.size() : size_t(0));
+      if (c.hdr.empty() && n > 0 && p[0] != 0x16) {
+        c.hello_skipped = true;
+      } else {
+        c.hdr.append(p, take);
+        p += take;
+        n -= take;
+        if (c.hdr.size() < 5) {
+          return true;
+        }
+        size_t len = (size_t(static_cast<unsigned char>(c.hdr[3])) << 8) |
+                     static_cast<unsigned char>(c.hdr[4]);
+        size_t skip = std::min(n, len - c.skipped);
+        c.skipped += skip;
+        p += skip;
+        n -= skip;
+        if (c.skipped < len) {
+          return true;
+        }
+        c.hdr.clear();
+        c.hello_skipped = true;
+      }
+    }
     if (c.cmd == 0) {
       size_t take = std::min(n, kHeaderBytes - c.hdr.size());
       c.hdr.append(p, take);
@@ -531,6 +775,8 @@ class Server {
   int ep_ = -1;
   int tunnel_fd_ = -1;
   int http_fd_ = -1;
+  int tls_fd_ = -1;
+  SSL_CTX* tls_ctx_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------
@@ -540,6 +786,9 @@ struct Target {
   bool via_proxy = false;
   sockaddr_in connect_to{};  // the proxy, or the upstream itself
   std::string target;        // host:port for CONNECT
+  bool proxy_tls = false;    // TLS to the proxy (an HTTPS proxy listener)
+  std::string proxy_name;    // the name its certificate is checked against
+  std::string hello;         // a ClientHello sent first in every tunnel (--hello HOST)
 };
 
 Target targetFrom(const Args& args) {
@@ -551,13 +800,23 @@ Target targetFrom(const Args& args) {
   if (t.via_proxy && t.target.empty() && args.mode != "http") {
     usage("--target is required with --proxy");
   }
+  t.proxy_tls = args.get("proxy-tls", "0") == "1";  // without a proxy: TLS to the upstream
+  t.proxy_name = args.get("proxy-name", "localhost");
+  if (!args.get("hello").empty()) {
+    t.hello = makeClientHello(args.get("hello"));
+  }
   return t;
 }
 
-enum class St { connecting, proxy_head, ready, running, held, done };
+enum class St { connecting, proxy_tls, proxy_head, end_tls, ready, running, held, done };
+
+bool inSetup(St st) {
+  return st == St::connecting || st == St::proxy_tls || st == St::proxy_head || st == St::end_tls;
+}
 
 struct Conn {
   int fd = -1;
+  SSL* ssl = nullptr;  // TLS to the proxy, or (https URLs) to the origin
   St st = St::connecting;
   std::string out;
   size_t out_off = 0;
@@ -585,6 +844,15 @@ class Client {
     }
     max_seconds_ = args.real("max-seconds", 60);
     deadline_ = nowNs() + uint64_t(max_seconds_ * 1e9);
+    resume_ = args.get("resume", "0") == "1";
+    std::string url = args.get("url");
+    if (url.rfind("https://", 0) == 0) {
+      https_ = true;
+      https_host_ = url.substr(8, url.find('/', 8) - 8);
+    }
+    if (t_.proxy_tls || https_) {
+      tls_ctx_ = tlsClientCtx(args.get("ca"));
+    }
   }
 
   int run() {
@@ -634,6 +902,14 @@ class Client {
   }
 
   void closeConn(Conn* c) {
+    if (c->ssl != nullptr) {
+      // close_notify, as clients send it: OpenSSL also marks the session of a
+      // connection freed without it not resumable (the last ticket, here).
+      if (SSL_is_init_finished(c->ssl) == 1) {
+        SSL_shutdown(c->ssl);
+      }
+      SSL_free(c->ssl);
+    }
     close(c->fd);
     delete c;
     --live_;
@@ -654,9 +930,9 @@ class Client {
     while (c.out_off < c.out.size() || c.send_left > 0) {
       ssize_t w;
       if (c.out_off < c.out.size()) {
-        w = send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+        w = ioSend(c.fd, c.ssl, c.out.data() + c.out_off, c.out.size() - c.out_off);
       } else {
-        w = send(c.fd, g_zeros, size_t(std::min<uint64_t>(c.send_left, kIoChunk)), MSG_NOSIGNAL);
+        w = ioSend(c.fd, c.ssl, g_zeros, size_t(std::min<uint64_t>(c.send_left, kIoChunk)));
       }
       if (w < 0) {
         if (errno == EAGAIN) {
@@ -684,12 +960,46 @@ class Client {
 
   // Starts the tunnel: the CONNECT request, or nothing without a proxy.
   void beginTunnel(Conn& c) {
-    if (t_.via_proxy) {
-      c.out = "CONNECT " + t_.target + " HTTP/1.1\r\nHost: " + t_.target + "\r\n\r\n";
+    bool tunnel = args_.mode != "http" || https_;
+    if (t_.via_proxy && tunnel) {
+      std::string target = https_ ? https_host_ + ":443" : t_.target;
+      c.out = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
       c.st = St::proxy_head;
+    } else {
+      afterTunnel(c);
+    }
+  }
+
+  // The tunnel (or the direct connection) is there: TLS to the origin for
+  // https URLs, else ready.
+  void afterTunnel(Conn& c) {
+    if (https_) {
+      c.ssl = tlsClient(tls_ctx_, c.fd, https_host_, resume_);
+      c.st = St::end_tls;
     } else {
       c.st = St::ready;
     }
+  }
+
+  // The tunnel protocol's first bytes: the ClientHello (--hello), then the header.
+  void startTunnelBytes(Conn& c, char cmd, uint64_t n) {
+    c.out += t_.hello;
+    putHeader(c.out, cmd, n);
+  }
+
+  // 1 done, 0 waiting (events set), -1 failed.
+  int stepHandshake(Conn& c) {
+    uint32_t ev = 0;
+    int h = tlsHandshake(c.ssl, &ev, &last_error_);
+    if (h == 0) {
+      want(c, ev);
+    } else if (h == 1) {
+      ++handshakes_;
+      if (SSL_session_reused(c.ssl) == 1) {
+        ++resumed_;
+      }
+    }
+    return h;
   }
 
   // The event loop: calls step(conn) for every ready connection until
@@ -730,6 +1040,18 @@ class Client {
         last_error_ = std::string("connect: ") + std::strerror(err);
         return false;
       }
+      if (t_.proxy_tls) {
+        c.ssl = tlsClient(tls_ctx_, c.fd, t_.proxy_name, resume_);
+        c.st = St::proxy_tls;
+      } else {
+        beginTunnel(c);
+      }
+    }
+    if (c.st == St::proxy_tls) {
+      int h = stepHandshake(c);
+      if (h <= 0) {
+        return h == 0;
+      }
       beginTunnel(c);
     }
     if (c.st == St::proxy_head) {
@@ -743,7 +1065,7 @@ class Client {
       }
       char buf[4096];
       for (;;) {
-        ssize_t r = recv(c.fd, buf, sizeof buf, 0);
+        ssize_t r = ioRecv(c.fd, c.ssl, buf, sizeof buf);
         if (r == 0) {
           last_error_ = "proxy closed before its reply";
           return false;
@@ -775,14 +1097,21 @@ class Client {
             return false;
           }
           c.in.clear();
-          c.st = St::ready;
-          return true;
+          afterTunnel(c);
+          break;
         }
         if (c.in.size() > 16384) {
           last_error_ = "proxy reply head too large";
           return false;
         }
       }
+    }
+    if (c.st == St::end_tls) {
+      int h = stepHandshake(c);
+      if (h <= 0) {
+        return h == 0;
+      }
+      c.st = St::ready;
     }
     return true;
   }
@@ -794,8 +1123,9 @@ class Client {
     if (f < 0) {
       return -1;
     }
-    for (int round = 0; round < 16 && (c.recv_left > 0 || c.want_ack); ++round) {
-      ssize_t r = recv(c.fd, g_rbuf, sizeof g_rbuf, 0);
+    for (int round = 0; (round < 16 || tlsPending(c.ssl)) && (c.recv_left > 0 || c.want_ack);
+         ++round) {
+      ssize_t r = ioRecv(c.fd, c.ssl, g_rbuf, sizeof g_rbuf);
       if (r == 0) {
         last_error_ = "peer closed early";
         return -1;
@@ -838,10 +1168,12 @@ class Client {
   }
 
   void printResult(const char* extra) {
-    std::printf("{\"mode\":\"%s\",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"bytes\":%" PRIu64
-                ",\"seconds\":%.6f,\"timed_out\":%s,\"last_error\":\"%s\"%s}\n",
-                args_.mode.c_str(), ok_, errors_, bytes_, seconds_, timed_out_ ? "true" : "false",
-                last_error_.c_str(), extra);
+    std::printf(
+        "{\"mode\":\"%s\",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"bytes\":%" PRIu64
+        ",\"seconds\":%.6f,\"timed_out\":%s,\"last_error\":\"%s\",\"tls_handshakes\":%" PRIu64
+        ",\"tls_resumed\":%" PRIu64 "%s}\n",
+        args_.mode.c_str(), ok_, errors_, bytes_, seconds_, timed_out_ ? "true" : "false",
+        last_error_.c_str(), handshakes_, resumed_, extra);
     std::fflush(stdout);
   }
 
@@ -881,7 +1213,7 @@ class Client {
     for (uint64_t i = 0; i < conns; ++i) {
       Conn& c = *cs[i];
       uint64_t share = total / conns + (i < total % conns ? 1 : 0);
-      putHeader(c.out, down ? 'D' : 'U', share);
+      startTunnelBytes(c, down ? 'D' : 'U', share);
       c.st = St::running;
       if (down) {
         c.recv_left = share;
@@ -949,11 +1281,11 @@ class Client {
     loop(
         [&](Conn* c) {
           bool fail = false;
-          if (c->st == St::connecting || c->st == St::proxy_head) {
+          if (inSetup(c->st)) {
             fail = !stepSetup(*c);
           }
           if (!fail && c->st == St::ready) {
-            putHeader(c->out, 'E', 0);
+            startTunnelBytes(*c, 'E', 0);
             c->out.append(size_t(size), 'p');
             c->recv_left = size;
             c->st = St::running;
@@ -1012,14 +1344,14 @@ class Client {
     loop(
         [&](Conn* c) {
           bool fail = false;
-          if (c->st == St::connecting || c->st == St::proxy_head) {
+          if (inSetup(c->st)) {
             fail = !stepSetup(*c);
           }
           if (!fail && c->st == St::ready) {
             if (size == 0) {
               c->st = St::held;
             } else {
-              putHeader(c->out, 'E', 0);
+              startTunnelBytes(*c, 'E', 0);
               c->out.append(size_t(size), 'p');
               c->recv_left = size;
               c->st = St::running;
@@ -1070,18 +1402,21 @@ class Client {
     std::string url = args_.get("url");
     std::string method = args_.get("method", "GET");
     uint64_t body = args_.num("bytes", 0);
-    if (url.rfind("http://", 0) != 0) {
-      usage("--url must start with http://");
+    if (url.rfind("http://", 0) != 0 && !https_) {
+      usage("--url must start with http:// or https://");
     }
-    std::string hostport = url.substr(7, url.find('/', 7) - 7);
-    std::string path = url.substr(url.find('/', 7));
-    std::string head = method + " " + (t_.via_proxy ? url : path) +
+    size_t skip = https_ ? 8 : 7;
+    std::string hostport = url.substr(skip, url.find('/', skip) - skip);
+    std::string path = url.substr(url.find('/', skip));
+    // Through a proxy, plain HTTP names the whole URL; https goes through a tunnel.
+    std::string head = method + " " + (t_.via_proxy && !https_ ? url : path) +
                        " HTTP/1.1\r\nHost: " + hostport + "\r\nUser-Agent: s3gate-loadgen\r\n";
     if (method == "PUT") {
       head += "Content-Length: " + std::to_string(body) + "\r\n";
     }
     head += "\r\n";
     uint64_t started = 0;
+    uint64_t opening = 0;  // connections being set up (connect, CONNECT, TLS)
     uint64_t reconnects = 0;
     uint64_t body_bytes = 0;
     std::vector<uint64_t> lat;
@@ -1095,13 +1430,12 @@ class Client {
       c.st = St::running;
     };
     auto launch = [&] {
-      while (live_ < conns && started < count && nowNs() < deadline_) {
+      while (live_ < conns && started + opening < count && nowNs() < deadline_) {
         Conn* c = open();
         if (c == nullptr) {
           return;
         }
-        sendRequest(*c);
-        c->st = St::connecting;
+        ++opening;
       }
     };
     uint64_t t0 = nowNs();
@@ -1109,8 +1443,8 @@ class Client {
     // Returns 1 when a response is complete, 0 to wait, -1 on failure, 2 when
     // the server closed after a complete response (read until close).
     auto stepResponse = [&](Conn& c) -> int {
-      for (int round = 0; round < 32; ++round) {
-        ssize_t r = recv(c.fd, g_rbuf, sizeof g_rbuf, 0);
+      for (int round = 0; round < 32 || tlsPending(c.ssl); ++round) {
+        ssize_t r = ioRecv(c.fd, c.ssl, g_rbuf, sizeof g_rbuf);
         if (r == 0 || (r < 0 && errno == ECONNRESET)) {
           if (c.in_resp_body && c.resp_until_close) {
             return 2;
@@ -1201,18 +1535,23 @@ class Client {
     };
     loop(
         [&](Conn* c) {
-          if (c->st == St::connecting) {
-            int err = 0;
-            socklen_t len = sizeof err;
-            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-            if (err != 0) {
-              last_error_ = std::string("connect: ") + std::strerror(err);
+          if (inSetup(c->st)) {
+            if (!stepSetup(*c)) {
+              --opening;
               ++errors_;
               closeConn(c);
               launch();
               return;
             }
-            c->st = St::running;
+            if (c->st != St::ready) {
+              return;  // waiting for the events stepSetup asked for
+            }
+            --opening;
+            if (started >= count || nowNs() >= deadline_) {
+              closeConn(c);
+              return;
+            }
+            sendRequest(*c);
           }
           auto retryOrFail = [&] { return c->responses > 0 && c->in.empty() ? 3 : -1; };
           int f = flush(*c);
@@ -1274,6 +1613,12 @@ class Client {
 
   const Args& args_;
   Target t_;
+  SSL_CTX* tls_ctx_ = nullptr;
+  bool https_ = false;
+  std::string https_host_;
+  bool resume_ = false;
+  uint64_t handshakes_ = 0;
+  uint64_t resumed_ = 0;
   int ep_ = -1;
   double max_seconds_ = 60;
   uint64_t deadline_ = 0;
@@ -1349,7 +1694,7 @@ int runPingPong(const Args& args) {
       return 1;
     }
   }
-  std::string hdr;
+  std::string hdr = t.hello;
   putHeader(hdr, 'E', 0);
   if (!writeAll(fd, hdr.data(), hdr.size())) {
     die("send header");

@@ -33,6 +33,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80
 S3_NAME = "bench.s3.us-east-1.amazonaws.com"  # bucket "bench", pinned/resolved to ORIGIN_IP
+INSPECT_NAME = "ins.s3.us-east-1.amazonaws.com"  # bucket "ins": the only name the inspection certificate covers
+PROXY_TLS_NAME = "proxy.bench"  # the name on the HTTPS proxy listeners' certificate
+TLS_PORT = 443  # the TLS origin (s3gate sends upstream TLS to port 443 only)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 MIB = 1 << 20
@@ -178,22 +181,84 @@ def pin_tree(pid, cpus):
 
 
 # ---------------------------------------------------------------------------
+# TLS material and the cipher's floor
+
+
+class Certs:
+    """A test CA made with openssl in the run's directory, and the certificates
+    it issues (RSA 2048, as `openssl req -newkey rsa:2048` makes by default):
+    the TLS origin's (both S3 names), the HTTPS proxy listeners' and s3gate's
+    inspection certificate (INSPECT_NAME only: every other name is uncovered
+    and, with `inspect_uncovered: blind`, relayed blindly)."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "tls")
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.ca = self._path("ca.pem")
+        self._run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self._path("ca.key"),
+                  "-out", self.ca, "-days", "2", "-subj", "/CN=s3gate bench CA")
+        self.origin = self._issue("origin", [S3_NAME, INSPECT_NAME])
+        self.proxy = self._issue("proxy", [PROXY_TLS_NAME])
+        self.inspect = self._issue("inspect", [INSPECT_NAME])
+
+    def _path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _run(self, *argv):
+        subprocess.run(["openssl"] + list(argv), check=True, capture_output=True, timeout=60)
+
+    def _issue(self, name, dns):
+        key, csr, pem, ext = (self._path(f"{name}.{x}") for x in ("key", "csr", "pem", "ext"))
+        with open(ext, "w") as f:
+            f.write("subjectAltName=" + ",".join(f"DNS:{d}" for d in dns) + "\n")
+        self._run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={dns[0]}")
+        self._run("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self._path("ca.key"), "-CAcreateserial",
+                  "-out", pem, "-days", "2", "-extfile", ext)
+        os.chmod(key, 0o644)  # read by the proxies' own users
+        return pem, key
+
+
+def cipher_floor(seconds=2):
+    """`openssl speed -evp aes-128-gcm` on 16 KiB blocks (a full TLS record), one
+    core: MB/s and CPU-seconds per GiB for one pass over the bytes."""
+    if not shutil.which("openssl"):
+        return None
+    r = subprocess.run(["openssl", "speed", "-mr", "-seconds", str(seconds), "-bytes", "16384", "-evp", "aes-128-gcm"],
+                       capture_output=True, text=True, timeout=60)
+    for line in r.stdout.splitlines():
+        # +F:<n>:<name>:<bytes per second for each size>
+        if line.startswith("+F:"):
+            bps = float(line.split(":")[3])  # -mr reports bytes per second
+            return {"mb_per_s": round(bps / 1e6), "cpu_s_per_gib": round(GIB / bps, 3),
+                    "command": f"openssl speed -mr -seconds {seconds} -bytes 16384 -evp aes-128-gcm",
+                    "version": subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip()}
+    return None
+
+
+class NotApplicable(Exception):
+    """This proxy cannot do this workload (the table says n/a and why)."""
+
+
+# ---------------------------------------------------------------------------
 # the upstream server (loadgen serve)
 
 
 class Upstream:
-    def __init__(self, loadgen, workdir):
+    def __init__(self, loadgen, workdir, certs):
         self.loadgen = loadgen
+        self.certs = certs
         self.tunnel_port = free_port(ORIGIN_IP)
         self.out = open(os.path.join(workdir, "upstream.log"), "wb")
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
-            [self.loadgen, "serve", "--tunnel", f"{ORIGIN_IP}:{self.tunnel_port}", "--http", f"{ORIGIN_IP}:80"],
+            [self.loadgen, "serve", "--tunnel", f"{ORIGIN_IP}:{self.tunnel_port}", "--http", f"{ORIGIN_IP}:80",
+             "--tls", f"{ORIGIN_IP}:{TLS_PORT}", "--cert", self.certs.origin[0], "--key", self.certs.origin[1]],
             stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
-        if not wait_port(ORIGIN_IP, self.tunnel_port, self.proc) or not wait_port(ORIGIN_IP, 80, self.proc):
-            raise SystemExit(f"the upstream did not start (is {ORIGIN_IP}:80 taken?); see {self.out.name}")
+        if not all(wait_port(ORIGIN_IP, port, self.proc) for port in (self.tunnel_port, 80, TLS_PORT)):
+            raise SystemExit(f"the upstream did not start (is {ORIGIN_IP}:80 or :443 taken?); see {self.out.name}")
 
     def stop(self):
         stop_pid(self.proc)
@@ -261,15 +326,39 @@ class NoProxy(Proxy):
 
 
 class S3gate(Proxy):
-    def __init__(self, workdir, upstream, binary, workers):
+    def __init__(self, workdir, upstream, binary, workers, log=True, upstream_tls=False, variant=""):
         super().__init__(workdir, upstream)
         self.binary = binary
         self.workers = workers
-        self.name = f"s3gate-w{workers}"
-        self.label = f"s3gate w{workers}"
+        self.log = log
+        self.upstream_tls = upstream_tls
+        self.variant = variant  # "b": the --compare binary
+        self.name = (f"s3gate-w{workers}" + ("" if log else "-nolog") + (f"-{variant}" if variant else "")
+                     + ("-utls" if upstream_tls else ""))
+        self.label = f"s3gate w{workers}" + ("" if log else " log off") + (f" ({variant}: --compare)" if variant else "")
         self.port = free_port()
+        self.tls_port = free_port()
         self.admin_port = free_port()
-        self.note = "access_log: off; tunnel.verify_sni: false (the tunnel bytes are not TLS)"
+        self._twin = None
+        self.note = (("access log to a file" if log else "access_log: off") +
+                     "; tunnel.verify_sni: true (every tunnel starts with a real ClientHello naming the CONNECT "
+                     "host); an HTTPS listener beside the plain one; tunnel.inspect: true with a certificate for "
+                     f"{INSPECT_NAME} only (inspect_uncovered: blind: the other tunnels are blind); "
+                     "http.upstream_tls: false (a second process with true, otherwise the same, runs the "
+                     "upstream-TLS rows)")
+
+    def twin(self):
+        """The same s3gate with `http.upstream_tls: true` (started on first use)."""
+        if self._twin is None:
+            self._twin = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, True, self.variant)
+            self._twin.start()
+        return self._twin
+
+    def stop(self):
+        super().stop()
+        if self._twin is not None:
+            self._twin.stop()
+            self._twin = None
 
     def version(self):
         with contextlib.suppress(Exception):
@@ -283,11 +372,16 @@ class S3gate(Proxy):
         return None
 
     def start(self):
+        certs = self.upstream.certs
         path = os.path.join(self.workdir, f"{self.name}.yaml")
         with open(path, "w") as f:
             f.write(f"""version: 1
 listeners:
   - address: "127.0.0.1:{self.port}"
+  - address: "127.0.0.1:{self.tls_port}"
+    tls:
+      certificate: "{certs.proxy[0]}"
+      private_key: "{certs.proxy[1]}"
 admin:
   address: "127.0.0.1:{self.admin_port}"
 workers: {self.workers}
@@ -296,20 +390,29 @@ dns:
   pins:
     - host: "{S3_NAME}"
       addresses: ["{ORIGIN_IP}"]
+    - host: "{INSPECT_NAME}"
+      addresses: ["{ORIGIN_IP}"]
 s3:
   regions: ["*"]
 buckets:
   - name: "bench"
     access: read-write
-ports: [{self.upstream.tunnel_port}]
+  - name: "ins"
+    access: read-write
+ports: [{self.upstream.tunnel_port}, {TLS_PORT}]
 http:
-  upstream_tls: false
+  upstream_tls: {"true" if self.upstream_tls else "false"}
+  ca_file: "{certs.ca}"
 tunnel:
-  verify_sni: false
+  verify_sni: true
+  inspect: true
+  inspect_certificate: "{certs.inspect[0]}"
+  inspect_private_key: "{certs.inspect[1]}"
+  inspect_uncovered: blind
 limits:
   max_connections: 100000
   idle_timeout: 600s
-access_log: off
+access_log: {os.path.join(self.workdir, self.name + "-access.log") if self.log else "off"}
 """)
         self._popen([self.binary, "-c", path])
 
@@ -322,7 +425,9 @@ class Squid(Proxy):
         super().__init__(workdir, upstream)
         self.binary = shutil.which("squid") or "/usr/sbin/squid"
         self.port = free_port()
-        self.note = ("access_log none, cache deny all, cache_mem 0, hosts_file for the S3 name, "
+        self.tls_port = free_port()
+        self.note = ("access_log to a file (daemon:, its default module), an https_port (tls-cert) beside the "
+                     "http_port, cache deny all, cache_mem 0, hosts_file for the S3 names, "
                      "max_filedescriptors = the hard limit, one worker (the default)")
 
     def available(self):
@@ -342,13 +447,15 @@ class Squid(Proxy):
         os.chmod(d, 0o777)  # Squid drops to its own user
         hosts = os.path.join(d, "hosts")
         with open(hosts, "w") as f:
-            f.write(f"{ORIGIN_IP} {S3_NAME}\n")
+            f.write(f"{ORIGIN_IP} {S3_NAME} {INSPECT_NAME}\n")
         conf = os.path.join(d, "squid.conf")
+        certs = self.upstream.certs
         with open(conf, "w") as f:
             f.write(f"""http_port 127.0.0.1:{self.port}
+https_port 127.0.0.1:{self.tls_port} tls-cert={certs.proxy[0]} tls-key={certs.proxy[1]}
 pid_filename {d}/squid.pid
 cache_log {d}/cache.log
-access_log none
+access_log daemon:{d}/access.log squid
 cache_store_log none
 logfile_rotate 0
 coredump_dir {d}
@@ -358,7 +465,7 @@ hosts_file {hosts}
 pinger_enable off
 max_filedescriptors {nofile_hard()}
 shutdown_lifetime 1 seconds
-acl bench_ports port {self.upstream.tunnel_port} 80
+acl bench_ports port {self.upstream.tunnel_port} 80 {TLS_PORT}
 acl CONNECT method CONNECT
 http_access deny CONNECT !bench_ports
 http_access allow localhost
@@ -412,12 +519,13 @@ PidFile "{d}/tinyproxy.pid"
 MaxClients 20000
 Allow 127.0.0.1
 ConnectPort {self.upstream.tunnel_port}
+ConnectPort {TLS_PORT}
 DisableViaHeader Yes
 """)
         if self.private_hosts:
             hosts = os.path.join(d, "hosts")
             with open(hosts, "w") as f:
-                f.write(f"127.0.0.1 localhost\n{ORIGIN_IP} {S3_NAME}\n")
+                f.write(f"127.0.0.1 localhost\n{ORIGIN_IP} {S3_NAME} {INSPECT_NAME}\n")
             # A private mount namespace: the bind mount is seen by tinyproxy only.
             # unshare and sh exec, so the PID is tinyproxy's.
             argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -488,10 +596,93 @@ class Runner:
         return m
 
     def common(self, proxy):
-        a = ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{self.upstream.tunnel_port}"]
+        # Every tunnel starts with a real ClientHello naming the S3 name (tunnel.verify_sni).
+        a = ["--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{self.upstream.tunnel_port}",
+             "--hello", S3_NAME]
         if proxy.name != "none":
             a += ["--target", proxy.connect_target()]
         return a
+
+    @staticmethod
+    def s3gate_only(proxy, what):
+        if not isinstance(proxy, (S3gate, NoProxy)):
+            raise NotApplicable(f"{proxy.label} cannot {what}")
+
+    def https_listener(self, proxy):
+        """Options for a tunnel through the HTTPS proxy listener; without a proxy,
+        TLS straight to the origin's TLS port (the tunnel protocol inside)."""
+        if not isinstance(proxy, (S3gate, NoProxy, Squid)):
+            raise NotApplicable(f"{proxy.label} has no HTTPS listener")
+        ca = ["--ca", self.upstream.certs.ca, "--proxy-tls", "1", "--hello", S3_NAME]
+        if proxy.name == "none":
+            return ca + ["--proxy", "none", "--upstream", f"{ORIGIN_IP}:{TLS_PORT}", "--proxy-name", S3_NAME]
+        return ca + ["--proxy", f"127.0.0.1:{proxy.tls_port}", "--proxy-name", PROXY_TLS_NAME,
+                     "--target", proxy.connect_target()]
+
+    def tls_bulk(self, proxy):
+        total = (64 * MIB) if self.quick else GIB
+        r = self.loadgen_json(["down", "--bytes", str(total), "--conns", "1", "--max-seconds", "60"]
+                              + self.https_listener(proxy), 90, self.cpu_pid(proxy))
+        if r["errors"] or r["timed_out"] or r["bytes"] != total:
+            raise RuntimeError(f"HTTPS-listener download failed: {r}")
+        return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
+
+    def tls_setup(self, proxy, resume):
+        secs = 2 if self.quick else 6
+        r = self.loadgen_json(["setup", "--conns", "50", "--count", "2000000", "--size", "100", "--resume",
+                               "1" if resume else "0", "--max-seconds", str(secs)] + self.https_listener(proxy),
+                              secs + 30, self.cpu_pid(proxy))
+        if r["ok"] == 0:
+            raise RuntimeError(f"HTTPS-listener setup failed: {r}")
+        # With resumption every handshake but the first ones (one per client, and a
+        # few that started before a ticket had come) must have resumed.
+        if resume and r["tls_resumed"] == 0 and not isinstance(proxy, S3gate):
+            raise NotApplicable(f"{proxy.label} resumed none of {r['tls_handshakes']} sessions")
+        if resume and r["tls_resumed"] < r["tls_handshakes"] - 100:
+            raise RuntimeError(f"sessions were not resumed: {r['tls_resumed']} of {r['tls_handshakes']}")
+        if not resume and r["tls_resumed"]:
+            raise RuntimeError(f"{r['tls_resumed']} handshakes resumed without --resume")
+        return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
+
+    def upstream_tls_target(self, proxy):
+        """(process measured, loadgen options, URL scheme) for plain HTTP sent on over TLS: s3gate's
+        twin with http.upstream_tls: true; without a proxy, the client's own TLS to the origin."""
+        self.s3gate_only(proxy, "send plain HTTP on over TLS")
+        if proxy.name == "none":
+            return proxy, ["--proxy", "none", "--upstream", f"{ORIGIN_IP}:{TLS_PORT}", "--ca",
+                           self.upstream.certs.ca], "https"
+        t = proxy.twin()
+        return t, ["--proxy", t.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{TLS_PORT}"], "http"
+
+    def utls_small(self, proxy):
+        p, opts, scheme = self.upstream_tls_target(proxy)
+        secs = 2 if self.quick else 6
+        r = self.loadgen_json(["http", "--conns", "50", "--count", "20000000", "--url",
+                               f"{scheme}://{S3_NAME}/o/1024", "--max-seconds", str(secs)] + opts,
+                              secs + 30, self.cpu_pid(p))
+        if r["ok"] == 0 or r["errors"]:
+            raise RuntimeError(f"upstream-TLS 1 KiB failed: {r}")
+        return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
+
+    def utls_big(self, proxy, method):
+        p, opts, scheme = self.upstream_tls_target(proxy)
+        return self.http_big(p, method, scheme=scheme, opts=opts)
+
+    def tls_get_tunnel(self, proxy, inspected):
+        """One HTTPS GET of 1 GiB (quick: 64 MiB) through a CONNECT tunnel: to INSPECT_NAME
+        (inspected by s3gate) or to S3_NAME (uncovered: blind). Without a proxy, straight
+        to the origin: the same bytes, the two ends' TLS."""
+        if inspected:
+            self.s3gate_only(proxy, "inspect a tunnel")
+        size = (64 * MIB) if self.quick else GIB
+        name = INSPECT_NAME if inspected else S3_NAME
+        r = self.loadgen_json(["http", "--conns", "1", "--count", "1", "--max-seconds", "60", "--url",
+                               f"https://{name}/o/{size}", "--ca", self.upstream.certs.ca,
+                               "--proxy", proxy.proxy_arg(), "--upstream", f"{ORIGIN_IP}:{TLS_PORT}"],
+                              90, self.cpu_pid(proxy))
+        if r["ok"] != 1 or r["errors"] or r["bytes"] != size:
+            raise RuntimeError(f"HTTPS GET through a tunnel failed: {r}")
+        return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
 
     def cpu_pid(self, proxy):
         return None if proxy.name == "none" else proxy.pid
@@ -569,13 +760,13 @@ class Runner:
             raise RuntimeError(f"http 1 KiB failed: {r}")
         return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
 
-    def http_big(self, proxy, method):
+    def http_big(self, proxy, method, scheme="http", opts=None):
         n = 2 if self.quick else 8
         size = 64 * MIB
         argv = ["http", "--conns", "1", "--count", str(n), "--max-seconds", "60", "--method", method]
-        argv += ["--url", f"http://{S3_NAME}/o/{size}"] if method == "GET" else \
-            ["--url", f"http://{S3_NAME}/o/put", "--bytes", str(size)]
-        r = self.loadgen_json(argv + self.http_common(proxy), 90, self.cpu_pid(proxy))
+        argv += ["--url", f"{scheme}://{S3_NAME}/o/{size}"] if method == "GET" else \
+            ["--url", f"{scheme}://{S3_NAME}/o/put", "--bytes", str(size)]
+        r = self.loadgen_json(argv + (opts or self.http_common(proxy)), 90, self.cpu_pid(proxy))
         if r["ok"] != n or r["errors"] or r["bytes"] != n * size:
             raise RuntimeError(f"http {method} 64 MiB failed: {r}")
         return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
@@ -603,6 +794,23 @@ def workloads(runner, quick):
          runner.http_small, None, True),
         ("get64m", "plain HTTP 64 MiB GET", "MB/s", True, "CPU-s/GiB", lambda p: runner.http_big(p, "GET"), None, True),
         ("put64m", "plain HTTP 64 MiB PUT", "MB/s", True, "CPU-s/GiB", lambda p: runner.http_big(p, "PUT"), None, True),
+        # TLS. No proxy: the client's and the origin's own TLS (one pass each end).
+        ("utls_get64m", "plain HTTP 64 MiB GET, upstream TLS (no proxy: https)", "MB/s", True, "CPU-s/GiB",
+         lambda p: runner.utls_big(p, "GET"), None, True),
+        ("utls_put64m", "plain HTTP 64 MiB PUT, upstream TLS (no proxy: https)", "MB/s", True, "CPU-s/GiB",
+         lambda p: runner.utls_big(p, "PUT"), None, True),
+        ("utls_http1k", "plain HTTP 1 KiB GET, upstream TLS, keep-alive, 50 clients", "req/s", True,
+         "CPU-ms/1000", runner.utls_small, None, True),
+        ("tlsl_down1", "1 tunnel through the HTTPS listener, download", "MB/s", True, "CPU-s/GiB",
+         runner.tls_bulk, None, True),
+        ("tlsl_setup", "tunnel setup through the HTTPS listener, full handshakes, 50 clients", "tunnels/s",
+         True, "CPU-ms/1000", lambda p: runner.tls_setup(p, False), None, True),
+        ("tlsl_setup_resumed", "tunnel setup through the HTTPS listener, resumed sessions, 50 clients",
+         "tunnels/s", True, "CPU-ms/1000", lambda p: runner.tls_setup(p, True), None, True),
+        ("blind_https1g", "HTTPS GET 1 GiB through a blind tunnel", "MB/s", True, "CPU-s/GiB",
+         lambda p: runner.tls_get_tunnel(p, False), None, True),
+        ("inspect_https1g", "HTTPS GET 1 GiB through an inspected tunnel", "MB/s", True, "CPU-s/GiB",
+         lambda p: runner.tls_get_tunnel(p, True), None, True),
     ]
     for n in idle_counts:
         w.append((f"idle{n}", f"{n} idle tunnels after 100 B echoed each way: RSS", "KiB/tunnel", False,
@@ -655,8 +863,9 @@ def perf_profile(runner, proxy, name, fn):
     if not shutil.which("perf"):
         return {"skipped": "perf is not installed (Debian: linux-perf)"}
     data = os.path.join(runner.args.workdir_path, f"perf-{proxy.name}-{name}.data")
+    target = proxy.twin() if name.startswith("utls_") else proxy  # the upstream-TLS rows run in the twin
     rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data,
-                            "-p", str(proxy.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "-p", str(target.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     try:
         fn(proxy)
@@ -680,7 +889,45 @@ def perf_profile(runner, proxy, name, fn):
         m = re.match(r"\s*([\d.]+)%\s+[\d.]+%\s+\[k\] __x64_sys_(\w+)$", line)
         if m and float(m.group(1)) >= 0.5:
             calls[m.group(2)] = float(m.group(1))
-    return {"cpu_share_pct": where, "syscalls_pct": calls, "file": data}
+    symbols = {}
+    for line in report("--no-children", "--sort", "sym", "-g", "none"):
+        m = re.match(r"\s*([\d.]+)%\s+\[[k.]\]\s+(\S+)", line)
+        if m and float(m.group(1)) >= 1.0 and len(symbols) < 15:
+            symbols[m.group(2)] = float(m.group(1))
+    return {"process": target.name, "cpu_share_pct": where, "syscalls_pct": calls, "top_symbols_pct": symbols,
+            "file": data}
+
+
+def strace_workload(runner, proxy, name, fn):
+    """strace -c -f on s3gate (or its upstream-TLS twin) while workload `name`
+    runs once (not timed: strace slows the proxy): system calls per MiB moved
+    and bytes per read call, e.g. whether OpenSSL reads each record in two calls."""
+    if not shutil.which("strace"):
+        return {"skipped": "strace is not installed"}
+    target = proxy.twin() if name.startswith("utls_") else proxy
+    path = os.path.join(runner.args.workdir_path, f"strace-{target.name}-{name}.txt")
+    tr = subprocess.Popen(["strace", "-c", "-f", "-o", path, "-p", str(target.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    try:
+        m = fn(proxy)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(tr.pid, signal.SIGINT)
+        tr.wait(20)
+    moved = m["raw"].get("bytes", 0)
+    calls = {}
+    with open(path) as f:
+        for line in f:
+            mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+            if mm and mm.group(2) != "total":
+                calls[mm.group(2)] = int(mm.group(1))
+    mib = max(moved / MIB, 1e-9)
+    reads = sum(calls.get(k, 0) for k in ("read", "recvfrom", "readv", "recvmsg"))
+    return {"process": target.name, "mib": round(mib, 1),
+            "per_mib": {k: round(v / mib, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                        if v / mib >= 0.05},
+            "bytes_per_read": round(moved / reads) if reads else None, "file": path}
 
 
 # ---------------------------------------------------------------------------
@@ -705,10 +952,16 @@ def ratio(a, b):
     return a / b
 
 
+# Cipher passes over every byte a TLS row needs in the proxy (AES-128-GCM):
+# the floor column is this many times `openssl speed`'s CPU-s per GiB.
+FLOOR_PASSES = {"utls_get64m": 1, "utls_put64m": 1, "tlsl_down1": 1, "blind_https1g": 0, "inspect_https1g": 2}
+
+
 def table(results, order, specs):
     cols = [p for p in order]
+    floor = results["meta"].get("cipher_floor")
     head = ["workload"] + [results["proxies"][p]["label"] for p in cols] + \
-        ["s3gate w1 ÷ best peer", "s3gate w2 ÷ best peer", "s3gate w1 ÷ no proxy"]
+        ["s3gate w1 ÷ best peer", "s3gate w2 ÷ best peer", "s3gate w1 ÷ no proxy", "cipher floor, CPU-s/GiB"]
     rows = []
     for name, title, unit, higher, cpu_unit, *_ in specs:
         w = results["workloads"].get(name)
@@ -718,7 +971,10 @@ def table(results, order, specs):
         for p in cols:
             m = w.get(p)
             if m is None or "median" not in m:
-                cells.append("n/a" if m is None else f"n/a ({m.get('error', 'skipped')[:60]})")
+                if m is not None and "n/a" in m:
+                    cells.append("n/a")
+                else:
+                    cells.append("n/a" if m is None else f"n/a ({m.get('error', 'skipped')[:60]})")
                 continue
             med = m["median"]
             s = fmt(med["value"], unit)
@@ -742,6 +998,11 @@ def table(results, order, specs):
         n = w.get("none", {}).get("median")
         rv = ratio(m["value"], n["value"]) if m and n else None
         cells.append(f"{rv:.2f}×" if rv else "n/a")
+        passes = FLOOR_PASSES.get(name)
+        if passes is None or not floor:
+            cells.append("")
+        else:
+            cells.append(f"{passes * floor['cpu_s_per_gib']:.2f} ({passes} pass{'' if passes == 1 else 'es'})")
         rows.append(cells)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -785,7 +1046,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="rounds per measurement, median reported (3; quick: 1)")
     ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
                     "http1k,get64m,put64m,idle5000,...)")
-    ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w2,squid,tinyproxy")
+    ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w1-nolog,s3gate-w2,squid,tinyproxy")
+    ap.add_argument("--compare", default=None,
+                    help="another s3gate binary, measured as column s3gate-w1-b (w1, the same configuration) "
+                    "interleaved with the others: an A/B of a change in one run")
     ap.add_argument("--no-install", action="store_true",
                     help="do not apt-get install the peers (squid, tinyproxy) when they are missing")
     ap.add_argument("--syscalls", action="store_true",
@@ -794,13 +1058,16 @@ def main():
     ap.add_argument("--profile", default=None,
                     help="after the measurements, run these workloads once more (comma-separated names) "
                     "with `perf record -e cpu-clock -g` on s3gate w1 and print where its CPU went")
+    ap.add_argument("--strace", default=None,
+                    help="after the measurements, run these workloads once more (comma-separated names) with "
+                    "`strace -c -f` on s3gate w1 (its upstream-TLS twin for utls_*): system calls per MiB")
     ap.add_argument("--output", default=os.path.join(HERE, "results", "last.json"))
     args = ap.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     started = time.time()
 
-    binary = args.s3gate or os.path.join(args.build_dir, "s3gate")
-    loadgen = os.path.join(args.build_dir, "test", "bench", "loadgen")
+    binary = os.path.abspath(args.s3gate or os.path.join(args.build_dir, "s3gate"))
+    loadgen = os.path.abspath(os.path.join(args.build_dir, "test", "bench", "loadgen"))
     if not os.access(loadgen, os.X_OK):
         raise SystemExit(f"no loadgen at {loadgen}: build it (ninja -C {args.build_dir} s3gate_loadgen)")
 
@@ -814,11 +1081,16 @@ def main():
     time.sleep(1.0)
     load_before = machine_busy() - b0
 
-    upstream = Upstream(loadgen, workdir)
+    certs = Certs(workdir)
+    upstream = Upstream(loadgen, workdir, certs)
     wanted = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    if args.compare and "s3gate-w1-b" not in wanted:
+        wanted.insert(wanted.index("s3gate-w1") + 1 if "s3gate-w1" in wanted else len(wanted), "s3gate-w1-b")
     every = {
         "none": lambda: NoProxy(workdir, upstream),
         "s3gate-w1": lambda: S3gate(workdir, upstream, binary, 1),
+        "s3gate-w1-nolog": lambda: S3gate(workdir, upstream, binary, 1, log=False),
+        "s3gate-w1-b": lambda: S3gate(workdir, upstream, os.path.abspath(args.compare or ""), 1, variant="b"),
         "s3gate-w2": lambda: S3gate(workdir, upstream, binary, 2),
         "squid": lambda: Squid(workdir, upstream),
         "tinyproxy": lambda: Tinyproxy(workdir, upstream),
@@ -860,6 +1132,9 @@ def main():
             results["meta"]["versions"][p.name] = p.version()
     if load_before > 0.3:
         log(f"warning: the machine was already {load_before:.2f} cores busy before the run: figures will be noisy")
+    if any(s[0] in FLOOR_PASSES for s in specs):
+        results["meta"]["cipher_floor"] = cipher_floor(1 if args.quick else 3)
+        log(f"cipher floor: {results['meta']['cipher_floor']}")
 
     try:
         upstream.start()
@@ -872,7 +1147,7 @@ def main():
                     if p.name == "none" and not with_none:
                         continue
                     entry = wres.setdefault(p.name, {"rounds": []})
-                    if "error" in entry:
+                    if "error" in entry or "n/a" in entry:
                         continue
                     try:
                         m = fn(p)
@@ -880,6 +1155,8 @@ def main():
                         log(f"{name:>16} r{rnd + 1} {p.name:<10} {fmt(m['value'], unit):>10} {unit}"
                             + (f"  {fmt(m['cpu'], cpu_unit)} {cpu_unit}" if m["cpu"] is not None else "")
                             + f"  (other load {m['raw'].get('other_load_cores', 0):.2f} cores)")
+                    except NotApplicable as e:
+                        entry["n/a"] = str(e)
                     except Exception as e:  # a failing proxy is reported, the run goes on
                         entry["error"] = str(e)
                         log(f"{name:>16} r{rnd + 1} {p.name:<10} FAILED: {e}")
@@ -894,13 +1171,23 @@ def main():
                                        if k in rs[0]}
                     entry["median"].setdefault("value2", None)
                     entry["max_other_load_cores"] = round(max(r["raw"].get("other_load_cores", 0) for r in rs), 2)
+        # Profiles and system-call counts of s3gate w1 (and of the --compare binary: "NAME (b)").
+        profiled = [(p, "" if p.name == "s3gate-w1" else " (b)") for p in proxies
+                    if p.name in ("s3gate-w1", "s3gate-w1-b")]
         wanted_profiles = [x.strip() for x in (args.profile or "").split(",") if x.strip()]
         if wanted_profiles:
             results["profiles"] = {}
-            s3 = next((p for p in proxies if p.name == "s3gate-w1"), None)
-            for spec in specs:
-                if s3 is not None and spec[0] in wanted_profiles:
-                    results["profiles"][spec[0]] = perf_profile(runner, s3, spec[0], spec[5])
+            for s3, tag in profiled:
+                for spec in specs:
+                    if spec[0] in wanted_profiles:
+                        results["profiles"][spec[0] + tag] = perf_profile(runner, s3, spec[0], spec[5])
+        wanted_straces = [x.strip() for x in (args.strace or "").split(",") if x.strip()]
+        if wanted_straces:
+            results["straces"] = {}
+            for s3, tag in profiled:
+                for spec in specs:
+                    if spec[0] in wanted_straces:
+                        results["straces"][spec[0] + tag] = strace_workload(runner, s3, spec[0], spec[5])
         if args.syscalls:
             results["syscalls"] = {}
             for p in proxies:
@@ -952,7 +1239,18 @@ def main():
             continue
         share = ", ".join(f"{k} {v:.1f}%" for k, v in prof["cpu_share_pct"].items())
         calls = ", ".join(f"{k} {v:.1f}%" for k, v in sorted(prof["syscalls_pct"].items(), key=lambda kv: -kv[1]))
-        print(f"- perf profile of s3gate w1, {wname}: {share}; system calls with the kernel work under them: {calls}")
+        syms = ", ".join(f"{k} {v:.1f}%" for k, v in prof.get("top_symbols_pct", {}).items())
+        print(f"- perf profile of {prof.get('process', 's3gate w1')}, {wname}: {share}; system calls with the kernel "
+              f"work under them: {calls}; top symbols: {syms}")
+    for wname, st in results.get("straces", {}).items():
+        if "skipped" in st:
+            continue
+        print(f"- strace -c of {st['process']}, {wname} ({st['mib']} MiB): calls per MiB {st['per_mib']}; "
+              f"bytes moved per read call {st['bytes_per_read']}")
+    floor = results["meta"].get("cipher_floor")
+    if floor:
+        print(f"- cipher floor: `{floor['command']}` ({floor['version']}): {floor['mb_per_s']:,} MB/s on one core, "
+              f"{floor['cpu_s_per_gib']} CPU-s per GiB per pass")
     for pname, prof in results.get("syscalls", {}).items():
         for mode, s in prof.items():
             if isinstance(s, dict):
@@ -960,6 +1258,10 @@ def main():
                       f"{s.get('bytes_per_read')})")
     print(f"- {results['meta']['seconds']} s in all; results in {os.path.relpath(args.output, ROOT)}; "
           f"configs and logs in {workdir}")
+    failed = [f"{w}/{p}" for w, e in results["workloads"].items() for p, m in e.items() if "error" in m]
+    if failed:
+        print(f"- FAILED: {', '.join(failed)}")
+        sys.exit(1)
 
 
 def proc_children_cpu_self():
