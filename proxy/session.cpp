@@ -202,6 +202,9 @@ void Session::start() {
 }
 
 void Session::onPreambleDone(PreambleOutcome outcome) {
+  if (state_ == State::closed) {
+    return;  // a drain or the header timeout ended the session while it ran
+  }
   // The preamble is inside its own callback: it is freed later, not here.
   client_ = std::move(outcome.stream);
   origin_ = std::move(outcome.origin);
