@@ -145,6 +145,10 @@ class InspectTest(h.ProxyTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(back, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), hashlib.sha256(data).hexdigest())
+        # A response reaches the client before its line is written: wait for the last one.
+        h.wait_until(lambda: any(r["method"] == "GET" and r.get("status") == 200
+                                 and "big.bin" not in r.get("host", "") for r in self.inspect_lines()),
+                     5, message="the download's log line")
         lines = self.inspect_lines()
         methods = {r["method"] for r in lines}
         self.assertTrue({"PUT", "POST", "GET"} <= methods, methods)  # parts, create/complete, get
@@ -270,7 +274,9 @@ class InspectTest(h.ProxyTestCase):
         with self.assertRaises(botocore.exceptions.ClientError) as err:
             s3.copy_object(Bucket="media", Key="copy", CopySource={"Bucket": "secret", "Key": "k"})
         self.assertEqual(err.exception.response["ResponseMetadata"]["HTTPStatusCode"], 403)
-        rec = [r for r in self.inspect_lines() if r.get("copy_source")][-1]
+        # The 403 reaches the client before its line is written: wait for the line.
+        rec = h.wait_until(lambda: [r for r in self.inspect_lines() if r.get("copy_source")], 5,
+                           message="the copy's log line")[-1]
         self.assertEqual(rec["reason"], "copy_source_not_allowed")
 
 
