@@ -145,9 +145,10 @@ class InspectTest(h.ProxyTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         with open(back, "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), hashlib.sha256(data).hexdigest())
-        # A response reaches the client before its line is written: wait for the last one.
-        h.wait_until(lambda: any(r["method"] == "GET" and r.get("status") == 200
-                                 and "big.bin" not in r.get("host", "") for r in self.inspect_lines()),
+        # A response reaches the client before its line is written: wait for
+        # the download's (the largest bytes_down).
+        h.wait_until(lambda: any(r["method"] == "GET" and r["bytes_down"] >= 64 << 20
+                                 for r in self.inspect_lines()),
                      5, message="the download's log line")
         lines = self.inspect_lines()
         methods = {r["method"] for r in lines}
