@@ -2016,6 +2016,38 @@ class HttpClient:
 # moto's S3 over TLS
 
 
+class MotoMixin:
+    """For a ProxyTestCase class: moto's S3 over TLS for the whole class
+    (cls.moto), its endpoint URL through S3 names (cls.endpoint), and an aws CLI
+    config file (cls.aws_config) with AWS_CONFIG_EXTRA appended. Put it first
+    in the bases: class T(h.MotoMixin, h.ProxyTestCase)."""
+
+    AWS_CONFIG_EXTRA = ""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.moto = MotoTlsServer(cls.pki, cls.tmp)
+            cls.moto.wait_ready()
+        except Exception:
+            cls.tearDownClass()
+            raise
+        cls.upstream_ports = [cls.moto.port]
+        cls.endpoint = f"https://s3.{REGION}.amazonaws.com:{cls.moto.port}"
+        cls.aws_config = os.path.join(cls.tmp, "aws-config")
+        with open(cls.aws_config, "w") as f:
+            f.write(f"[default]\nregion = {REGION}\ns3 =\n    addressing_style = virtual\n"
+                    + cls.AWS_CONFIG_EXTRA)
+
+    @classmethod
+    def tearDownClass(cls):
+        moto = getattr(cls, "moto", None)
+        if moto is not None:
+            moto.stop()
+        super().tearDownClass()
+
+
 def moto_available():
     """None when moto's server and boto3 can be used, else the reason."""
     try:

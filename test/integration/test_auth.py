@@ -394,30 +394,8 @@ MISSING = h.moto_available()
 
 
 @unittest.skipIf(MISSING is not None, MISSING or "")
-class AwsClientAuthTest(AuthTestCase):
+class AwsClientAuthTest(h.MotoMixin, AuthTestCase):
     USERS = {"alice": "p@ss:word/1", "bob": "b0b!pass"}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.moto = h.MotoTlsServer(cls.pki, cls.tmp)
-            cls.moto.wait_ready()
-        except Exception:
-            cls.tearDownClass()
-            raise
-        cls.upstream_ports = [cls.moto.port]
-        cls.endpoint = f"https://s3.{h.REGION}.amazonaws.com:{cls.moto.port}"
-        cls.aws_config = os.path.join(cls.tmp, "aws-config")
-        with open(cls.aws_config, "w") as f:
-            f.write(f"[default]\nregion = {h.REGION}\ns3 =\n    addressing_style = virtual\n")
-
-    @classmethod
-    def tearDownClass(cls):
-        moto = getattr(cls, "moto", None)
-        if moto is not None:
-            moto.stop()
-        super().tearDownClass()
 
     def proxy_url(self, user=None, password=None):
         if user is None:

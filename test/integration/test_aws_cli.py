@@ -13,29 +13,7 @@ MISSING = h.moto_available()
 
 
 @unittest.skipIf(MISSING is not None, MISSING or "")
-class AwsClientTest(h.ProxyTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.moto = h.MotoTlsServer(cls.pki, cls.tmp)
-            cls.moto.wait_ready()
-        except Exception:
-            cls.tearDownClass()
-            raise
-        cls.upstream_ports = [cls.moto.port]
-        cls.endpoint = f"https://s3.{h.REGION}.amazonaws.com:{cls.moto.port}"
-        cls.aws_config = os.path.join(cls.tmp, "aws-config")
-        with open(cls.aws_config, "w") as f:
-            f.write(f"[default]\nregion = {h.REGION}\ns3 =\n    addressing_style = virtual\n")
-
-    @classmethod
-    def tearDownClass(cls):
-        moto = getattr(cls, "moto", None)
-        if moto is not None:
-            moto.stop()
-        super().tearDownClass()
-
+class AwsClientTest(h.MotoMixin, h.ProxyTestCase):
     def client(self):
         import boto3
         from botocore.config import Config

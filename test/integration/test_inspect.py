@@ -47,29 +47,8 @@ def request(sock, method, path, host, body=b"", headers=()):
 
 
 @unittest.skipIf(MISSING is not None, MISSING or "")
-class InspectTest(h.ProxyTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.moto = h.MotoTlsServer(cls.pki, cls.tmp)
-            cls.moto.wait_ready()
-        except Exception:
-            cls.tearDownClass()
-            raise
-        cls.upstream_ports = [cls.moto.port]
-        cls.endpoint = f"https://s3.{h.REGION}.amazonaws.com:{cls.moto.port}"
-        cls.aws_config = os.path.join(cls.tmp, "aws-config")
-        with open(cls.aws_config, "w") as f:
-            f.write(f"[default]\nregion = {h.REGION}\ns3 =\n    addressing_style = virtual\n"
-                    f"    multipart_threshold = 8MB\n    multipart_chunksize = 8MB\n")
-
-    @classmethod
-    def tearDownClass(cls):
-        moto = getattr(cls, "moto", None)
-        if moto is not None:
-            moto.stop()
-        super().tearDownClass()
+class InspectTest(h.MotoMixin, h.ProxyTestCase):
+    AWS_CONFIG_EXTRA = "    multipart_threshold = 8MB\n    multipart_chunksize = 8MB\n"
 
     def start_inspecting(self, extra=None):
         cfg = {
