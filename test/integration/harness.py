@@ -2047,6 +2047,27 @@ class MotoMixin:
             moto.stop()
         super().tearDownClass()
 
+    def run_aws(self, args, proxy=None, timeout=60):
+        """The aws CLI against moto through `proxy` (default: the proxy, no
+        credentials), trusting the test CA; one attempt, no metadata lookups."""
+        env = clean_env({
+            "HTTPS_PROXY": proxy or f"http://127.0.0.1:{self.proxy.port}",
+            "AWS_CA_BUNDLE": self.pki.ca_file,
+            "AWS_CONFIG_FILE": self.aws_config,
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "no-credentials"),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_RETRY_MODE": "standard",
+            "AWS_MAX_ATTEMPTS": "1",
+        })
+        env.pop("AWS_PROFILE", None)
+        env.pop("AWS_ENDPOINT_URL", None)
+        return subprocess.run([shutil.which("aws")] + list(args) + ["--endpoint-url", self.endpoint],
+                              env=env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
 
 def moto_available():
     """None when moto's server and boto3 can be used, else the reason."""

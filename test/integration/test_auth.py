@@ -414,23 +414,7 @@ class AwsClientAuthTest(h.MotoMixin, AuthTestCase):
                           retries={"max_attempts": 1}, connect_timeout=10, read_timeout=30))
 
     def aws(self, proxy, *args, timeout=60):
-        env = h.clean_env({
-            "HTTPS_PROXY": proxy,
-            "AWS_CA_BUNDLE": self.pki.ca_file,
-            "AWS_CONFIG_FILE": self.aws_config,
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "no-credentials"),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": h.REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "1",
-        })
-        env.pop("AWS_PROFILE", None)
-        env.pop("AWS_ENDPOINT_URL", None)
-        return subprocess.run([shutil.which("aws")] + list(args) + ["--endpoint-url", self.endpoint],
-                              env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return self.run_aws(args, proxy=proxy, timeout=timeout)
 
     def test_boto3_and_aws_cli(self):
         import botocore.exceptions

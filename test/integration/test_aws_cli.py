@@ -26,24 +26,7 @@ class AwsClientTest(h.MotoMixin, h.ProxyTestCase):
                           connect_timeout=10, read_timeout=30))
 
     def aws(self, *args, timeout=60):
-        aws = shutil.which("aws")
-        env = h.clean_env({
-            "HTTPS_PROXY": f"http://127.0.0.1:{self.proxy.port}",
-            "AWS_CA_BUNDLE": self.pki.ca_file,
-            "AWS_CONFIG_FILE": self.aws_config,
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "no-credentials"),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": h.REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "1",
-        })
-        env.pop("AWS_PROFILE", None)
-        env.pop("AWS_ENDPOINT_URL", None)
-        return subprocess.run([aws] + list(args) + ["--endpoint-url", self.endpoint], env=env,
-                              capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return self.run_aws(args, timeout=timeout)
 
     def create_media(self, s3):
         import botocore.exceptions
