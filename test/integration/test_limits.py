@@ -185,6 +185,16 @@ class DescriptorExhaustionTest(LimitsCase):
         self.assertEqual(soft, self.NOFILE, "the lowered RLIMIT_NOFILE did not reach s3gate")
         self.assertLess(self.proxy.baseline_fds + 4, self.NOFILE,
                         f"s3gate starts with {self.proxy.baseline_fds} descriptors: raise NOFILE")
+        # Serve a few tunnels while descriptors are free. UBSan's vptr check
+        # validates a type it has not seen yet by writing the object to a
+        # pipe; with the descriptor table full that pipe() fails and it reports
+        # a false "invalid vptr" and halts. Tunnels served first put the
+        # session's, connector's and relay's types in its cache.
+        for i in range(4):
+            sock = self.open_tunnel()
+            self.assert_tunnel_echoes(sock, 4096, f"warm-up tunnel {i}")
+            sock.close()
+        self.assert_settled(timeout=10.0)
         return self.proxy
 
     def saturate(self):
