@@ -15,6 +15,13 @@ namespace s3gate {
 
 namespace {
 
+// The writer's batching: it waits up to kLinger after the first line for more,
+// or until kBatchBytes are queued; buffers above kKeptCapacity after a burst
+// are freed rather than kept.
+constexpr auto kLinger = std::chrono::milliseconds(20);
+constexpr size_t kBatchBytes = 64 * 1024;
+constexpr size_t kKeptCapacity = 1024 * 1024;
+
 constexpr char kHex[] = "0123456789abcdef";
 
 void appendEscapedByte(std::string& out, unsigned char byte) {
@@ -338,15 +345,23 @@ void AccessLog::write(const AccessRecord& record) {
     return;
   }
   std::string line = formatAccessRecord(record);
+  bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (queue_.size() + line.size() > max_queued_bytes_) {
+    size_t before = queue_.size();
+    if (before + line.size() > max_queued_bytes_) {
       dropped_.fetch_add(1);
       return;
     }
     queue_ += line;
+    // The writer sleeps until the queue has something, then gathers lines for
+    // a moment: wake it for the first line and once a batch is full, not for
+    // every line (each wake-up is a futex call and a switch to its thread).
+    wake = before == 0 || (before < kBatchBytes && queue_.size() >= kBatchBytes);
   }
-  cv_.notify_one();
+  if (wake) {
+    cv_.notify_one();
+  }
 }
 
 bool AccessLog::reopen(std::string* error) {
@@ -369,18 +384,29 @@ void AccessLog::flush() {
     return;
   }
   std::unique_lock lock(mu_);
+  ++flushing_;
+  cv_.notify_one();
   drained_.wait(lock, [this] { return queue_.empty() && !writing_; });
+  --flushing_;
 }
 
 void AccessLog::run() {
+  std::string batch;  // reused: after the first batches no write allocates
   std::unique_lock lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
     if (queue_.empty()) {
       break;  // stopping, and everything has been written
     }
-    std::string batch;
+    // Let lines gather so that one write() carries many: at most kLinger, or
+    // until a batch is full, someone flushes, or the log stops.
+    cv_.wait_for(lock, kLinger,
+                 [this] { return queue_.size() >= kBatchBytes || stop_ || flushing_ > 0; });
+    batch.clear();
     batch.swap(queue_);
+    if (queue_.capacity() > kKeptCapacity) {
+      std::string().swap(queue_);  // after a burst, give the memory back
+    }
     std::shared_ptr<UniqueFd> file = file_;
     writing_ = true;
     lock.unlock();
@@ -394,6 +420,9 @@ void AccessLog::run() {
       dropped_.fetch_add(static_cast<uint64_t>(lost));
     }
     file.reset();
+    if (batch.capacity() > kKeptCapacity) {
+      std::string().swap(batch);
+    }
 
     lock.lock();
     writing_ = false;

@@ -2,7 +2,8 @@
 // The access log: one JSON object per line, per tunnel or request (SPEC section 4).
 // Workers hand finished records to the log, which formats them (escaping every
 // string so no input can forge or split a line) and appends them to a bounded
-// in-memory queue; a writer thread drains it to stdout or a file. When the
+// in-memory queue; a writer thread drains it to stdout or a file, many lines
+// per write (it gathers for up to 20 ms after the first). When the
 // queue is full the line is dropped and counted, so a slow disk never blocks
 // an event loop.
 
@@ -109,6 +110,7 @@ class AccessLog {
   std::condition_variable drained_;
   std::string queue_;
   bool writing_ = false;
+  int flushing_ = 0;  // flush() callers waiting: the writer writes at once
   bool stop_ = false;
   std::atomic<uint64_t> dropped_{0};
   std::thread writer_;
