@@ -8,6 +8,14 @@ namespace s3gate {
 namespace {
 
 constexpr size_t kMaxKeptSessions = 1024;
+// With read-ahead OpenSSL reads as much as its buffer holds in one system
+// call (several records) instead of a record's header and then its body.
+constexpr size_t kReadBufferBytes = 64 * 1024;
+
+void readAhead(SSL_CTX* c) {
+  SSL_CTX_set_read_ahead(c, 1);
+  SSL_CTX_set_default_read_buffer_len(c, kReadBufferBytes);
+}
 
 void freeSessionStore(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
   delete static_cast<TlsClientContext::SessionStore*>(ptr);
@@ -110,6 +118,7 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const std::string& ca
   SSL_CTX_sess_set_new_cb(c, &onNewSession);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+  readAhead(c);
   return ctx;
 }
 
@@ -157,6 +166,7 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& ce
       c, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+  readAhead(c);
   // Resumed sessions must belong to this service (required once client
   // certificates are verified).
   static const unsigned char kSessionContext[] = "s3gate";
