@@ -12,6 +12,15 @@ constexpr size_t kMaxKeptSessions = 1024;
 // call (several records) instead of a record's header and then its body.
 constexpr size_t kReadBufferBytes = 64 * 1024;
 
+// TLS 1.3 and TLS 1.2 (forward secret, AEAD only) in the server's order.
+constexpr const char* kServerSuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+constexpr const char* kServerCiphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+
 void readAhead(SSL_CTX* c) {
   SSL_CTX_set_read_ahead(c, 1);
   SSL_CTX_set_default_read_buffer_len(c, kReadBufferBytes);
@@ -167,6 +176,13 @@ std::shared_ptr<TlsServerContext> TlsServerContext::create(const std::string& ce
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
   readAhead(c);
+  // The server chooses, and AES-128-GCM first: it is what S3 itself prefers,
+  // and a third faster than AES-256 on every byte this proxy encrypts.
+  if (SSL_CTX_set_ciphersuites(c, kServerSuites) != 1 ||
+      SSL_CTX_set_cipher_list(c, kServerCiphers) != 1) {
+    *error = "cannot set the TLS cipher suites: " + opensslErrors();
+    return nullptr;
+  }
   // Resumed sessions must belong to this service (required once client
   // certificates are verified).
   static const unsigned char kSessionContext[] = "s3gate";
