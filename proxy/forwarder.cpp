@@ -367,14 +367,14 @@ class StreamForwarder final : public Forwarder {
     bool progress = false;
     while (!request_body_.done() && !client_eof_ && !upstream_write_failed_ &&
            !(client_read_blocked_ && !client_.hasBufferedInput())) {
-      size_t limit = allowance(PaceDirection::up);
-      if (limit == 0) {
-        break;  // out of bandwidth budget: the pace timer resumes it
-      }
       Stream::Result r;
+      size_t limit = 0;
       if (spliceReady(up_, request_body_, to_upstream_)) {
         if (up_.full || up_.in_pipe >= up_.pipe.capacity()) {
           break;  // the upstream drains the pipe first
+        }
+        if ((limit = allowance(PaceDirection::up)) == 0) {
+          break;  // out of bandwidth budget: the pace timer resumes it
         }
         r = spliceIn(up_, client_.fd(), request_body_, limit, &client_read_blocked_);
         if (up_.refused) {
@@ -382,6 +382,9 @@ class StreamForwarder final : public Forwarder {
         }
       } else {
         if (to_upstream_.pending() >= options_.buffer_bytes) {
+          break;
+        }
+        if ((limit = allowance(PaceDirection::up)) == 0) {
           break;
         }
         size_t room = std::min(options_.buffer_bytes - to_upstream_.pending(), limit);
@@ -496,15 +499,14 @@ class StreamForwarder final : public Forwarder {
     bool progress = false;
     while (!handshaking_ && !response_done_ && !upstream_eof_ &&
            !(upstream_read_blocked_ && !upstream_->hasBufferedInput())) {
-      // Body reads are paced; heads are not (they are bounded by max_header_bytes).
-      size_t limit = head_done_ ? allowance(PaceDirection::down) : kScratchBytes;
-      if (limit == 0) {
-        break;  // out of bandwidth budget: the pace timer resumes it
-      }
       Stream::Result r;
+      size_t limit = 0;
       if (head_done_ && spliceReady(down_, response_body_, to_client_)) {
         if (down_.full || down_.in_pipe >= down_.pipe.capacity()) {
           break;  // the client drains the pipe first
+        }
+        if ((limit = allowance(PaceDirection::down)) == 0) {
+          break;  // out of bandwidth budget: the pace timer resumes it
         }
         r = spliceIn(down_, upstream_->fd(), response_body_, limit, &upstream_read_blocked_);
         if (down_.refused) {
@@ -515,6 +517,11 @@ class StreamForwarder final : public Forwarder {
         }
       } else {
         if (to_client_.pending() >= options_.buffer_bytes) {
+          break;
+        }
+        // Body reads are paced; heads are not (max_header_bytes bounds them).
+        limit = head_done_ ? allowance(PaceDirection::down) : kScratchBytes;
+        if (limit == 0) {
           break;
         }
         // Heads are read apart (they are rewritten) into the thread's
