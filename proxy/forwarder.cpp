@@ -88,6 +88,13 @@ struct SpliceWay {
   bool refused = false;  // the kernel cannot splice these sockets: copy instead
 };
 
+// One direction's wait for the bandwidth budget (with a pacer).
+struct PaceWait {
+  bool paced = false;  // out of budget: no body reads until the timer
+  Clock::time_point since;
+  EventPtr timer;
+};
+
 class StreamForwarder final : public Forwarder {
  public:
   StreamForwarder(event_base* base, Stream& client, std::unique_ptr<Stream> upstream,
@@ -123,6 +130,13 @@ class StreamForwarder final : public Forwarder {
     if (!client_read_ || !client_write_ || !upstream_read_ || !upstream_write_ || !idle_timer_ ||
         !kick_) {
       return false;
+    }
+    if (options_.pacer) {
+      up_wait_.timer.reset(evtimer_new(base_, &onUpPaceTimer, this));
+      down_wait_.timer.reset(evtimer_new(base_, &onDownPaceTimer, this));
+      if (!up_wait_.timer || !down_wait_.timer) {
+        return false;
+      }
     }
     handshaking_ = upstream_->isTls();
     // The response cannot be there yet: the upstream is read once its socket
@@ -167,6 +181,9 @@ class StreamForwarder final : public Forwarder {
 
   static void onIdle(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<StreamForwarder*>(arg);
+    if (self->up_wait_.paced || self->down_wait_.paced) {
+      self->last_activity_ = Clock::now();  // waiting for the bandwidth budget
+    }
     auto idle = std::chrono::duration_cast<Duration>(Clock::now() - self->last_activity_);
     if (idle >= self->options_.idle_timeout) {
       self->failOrClose(Reason::connect_timeout, "the upstream sent nothing for idle_timeout",
@@ -175,6 +192,66 @@ class StreamForwarder final : public Forwarder {
     }
     timeval tv = toTimeval(self->options_.idle_timeout - idle);
     evtimer_add(self->idle_timer_.get(), &tv);
+  }
+
+  static void onUpPaceTimer(evutil_socket_t, short, void* arg) {
+    static_cast<StreamForwarder*>(arg)->onPaceTimer(PaceDirection::up);
+  }
+
+  static void onDownPaceTimer(evutil_socket_t, short, void* arg) {
+    static_cast<StreamForwarder*>(arg)->onPaceTimer(PaceDirection::down);
+  }
+
+  void onPaceTimer(PaceDirection direction) {
+    if (finished_) {
+      return;
+    }
+    resume(direction, Clock::now());
+    pump();
+  }
+
+  // --- pacing (a bandwidth quota)
+
+  PaceWait& waitOf(PaceDirection direction) {
+    return direction == PaceDirection::up ? up_wait_ : down_wait_;
+  }
+
+  // The bytes the next body read in `direction` may take. 0: none, and the
+  // direction reads nothing until its timer (its source backs up meanwhile).
+  size_t allowance(PaceDirection direction) {
+    if (!options_.pacer) {
+      return std::numeric_limits<size_t>::max();
+    }
+    PaceWait& wait = waitOf(direction);
+    if (wait.paced) {
+      return 0;
+    }
+    Clock::time_point now = Clock::now();
+    size_t allowed = options_.pacer->allowance(direction, now);
+    if (allowed == 0) {
+      wait.paced = true;
+      wait.since = now;
+      timeval tv = toTimeval(options_.pacer->resumeAfter(direction, now));
+      evtimer_add(wait.timer.get(), &tv);
+    }
+    return allowed;
+  }
+
+  // `bytes` of a body were read in `direction`: they come off the budget.
+  void consume(PaceDirection direction, size_t bytes) {
+    if (options_.pacer && bytes > 0) {
+      options_.pacer->consume(direction, bytes, Clock::now());
+    }
+  }
+
+  void resume(PaceDirection direction, Clock::time_point now) {
+    PaceWait& wait = waitOf(direction);
+    if (!wait.paced) {
+      return;
+    }
+    wait.paced = false;
+    last_activity_ = now;  // waiting for the budget is not idleness
+    options_.pacer->paced(direction, std::chrono::duration<double>(now - wait.since).count());
   }
 
   // Moves as many bytes as every side allows, then waits for the readiness
@@ -291,11 +368,15 @@ class StreamForwarder final : public Forwarder {
     while (!request_body_.done() && !client_eof_ && !upstream_write_failed_ &&
            !(client_read_blocked_ && !client_.hasBufferedInput())) {
       Stream::Result r;
+      size_t limit = 0;
       if (spliceReady(up_, request_body_, to_upstream_)) {
         if (up_.full || up_.in_pipe >= up_.pipe.capacity()) {
           break;  // the upstream drains the pipe first
         }
-        r = spliceIn(up_, client_.fd(), request_body_, &client_read_blocked_);
+        if ((limit = allowance(PaceDirection::up)) == 0) {
+          break;  // out of bandwidth budget: the pace timer resumes it
+        }
+        r = spliceIn(up_, client_.fd(), request_body_, limit, &client_read_blocked_);
         if (up_.refused) {
           continue;  // copied from now on
         }
@@ -303,7 +384,10 @@ class StreamForwarder final : public Forwarder {
         if (to_upstream_.pending() >= options_.buffer_bytes) {
           break;
         }
-        size_t room = options_.buffer_bytes - to_upstream_.pending();
+        if ((limit = allowance(PaceDirection::up)) == 0) {
+          break;
+        }
+        size_t room = std::min(options_.buffer_bytes - to_upstream_.pending(), limit);
         char* into = to_upstream_.tail(room);
         r = client_.read(into, room);
         if (r.status == Stream::Io::ok) {
@@ -350,6 +434,7 @@ class StreamForwarder final : public Forwarder {
       bool done = false;
       BodyError error = BodyError::none;
       taken = request_body_.feed(bytes, &done, &error);
+      consume(PaceDirection::up, taken);
       if (error != BodyError::none) {
         // A request body we cannot frame: nothing more of it goes upstream.
         failOrClose(Reason::bad_framing, std::string(bodyErrorName(error)),
@@ -415,11 +500,15 @@ class StreamForwarder final : public Forwarder {
     while (!handshaking_ && !response_done_ && !upstream_eof_ &&
            !(upstream_read_blocked_ && !upstream_->hasBufferedInput())) {
       Stream::Result r;
+      size_t limit = 0;
       if (head_done_ && spliceReady(down_, response_body_, to_client_)) {
         if (down_.full || down_.in_pipe >= down_.pipe.capacity()) {
           break;  // the client drains the pipe first
         }
-        r = spliceIn(down_, upstream_->fd(), response_body_, &upstream_read_blocked_);
+        if ((limit = allowance(PaceDirection::down)) == 0) {
+          break;  // out of bandwidth budget: the pace timer resumes it
+        }
+        r = spliceIn(down_, upstream_->fd(), response_body_, limit, &upstream_read_blocked_);
         if (down_.refused) {
           continue;
         }
@@ -430,11 +519,14 @@ class StreamForwarder final : public Forwarder {
         if (to_client_.pending() >= options_.buffer_bytes) {
           break;
         }
-        size_t room = options_.buffer_bytes - to_client_.pending();
-        // Heads are read apart (they are rewritten); body bytes in place.
-        if (!head_done_) {
-          room = std::min(room, kScratchBytes);  // a head is read into the thread's scratch
+        // Body reads are paced; heads are not (max_header_bytes bounds them).
+        limit = head_done_ ? allowance(PaceDirection::down) : kScratchBytes;
+        if (limit == 0) {
+          break;
         }
+        // Heads are read apart (they are rewritten) into the thread's
+        // scratch; body bytes in place.
+        size_t room = std::min(options_.buffer_bytes - to_client_.pending(), limit);
         char* into = head_done_ ? to_client_.tail(room) : threadScratch().data();
         r = upstream_->read(into, room);
         if (r.status == Stream::Io::ok) {
@@ -578,6 +670,7 @@ class StreamForwarder final : public Forwarder {
     bool done = false;
     BodyError error = BodyError::none;
     size_t taken = response_body_.feed(bytes, &done, &error);
+    consume(PaceDirection::down, taken);
     if (in_place) {
       to_client_.commit(taken);
     } else {
@@ -640,11 +733,12 @@ class StreamForwarder final : public Forwarder {
   }
 
   // Splices body bytes from `fd` into the pipe, never more than the body has
-  // left (not a byte of the next message) nor than the pipe takes.
+  // left (not a byte of the next message), than the pipe takes, nor than
+  // `limit` (the pacer's allowance).
   // would_block: the socket is drained, or the pipe full (way.full). A short
   // splice sets *drained: the next one waits for readiness.
-  Stream::Result spliceIn(SpliceWay& way, int fd, BodyFramer& body, bool* drained) {
-    size_t room = way.pipe.capacity() - way.in_pipe;
+  Stream::Result spliceIn(SpliceWay& way, int fd, BodyFramer& body, size_t limit, bool* drained) {
+    size_t room = std::min(way.pipe.capacity() - way.in_pipe, limit);
     size_t want = static_cast<size_t>(std::min<uint64_t>(room, body.skippable()));
     while (true) {
       ssize_t n = splice(fd, nullptr, way.pipe.writeFd(), nullptr, want, kSpliceFlags);
@@ -652,6 +746,7 @@ class StreamForwarder final : public Forwarder {
         auto moved = static_cast<size_t>(n);
         way.in_pipe += moved;
         body.skip(moved);
+        consume(&way == &up_ ? PaceDirection::up : PaceDirection::down, moved);
         // Short: the socket is drained (or the pipe's slots are used up,
         // which the next attempt finds out).
         *drained = moved < want;
@@ -794,6 +889,13 @@ class StreamForwarder final : public Forwarder {
     }
     idle_timer_.reset();
     kick_.reset();
+    if (options_.pacer) {
+      Clock::time_point now = Clock::now();
+      resume(PaceDirection::up, now);  // a wait cut short still counts
+      resume(PaceDirection::down, now);
+      up_wait_.timer.reset();
+      down_wait_.timer.reset();
+    }
     releasePipes();
     // The socket events go after on_done: the owner and the pool add theirs
     // there first, so the sockets' interest never drops (no epoll_ctl). The
@@ -813,7 +915,8 @@ class StreamForwarder final : public Forwarder {
   void updateInterest() {
     short client = 0;
     short upstream = 0;
-    if (bodyWanted() && client_read_blocked_) {
+    // A paced direction does not watch its source: the pace timer resumes it.
+    if (bodyWanted() && client_read_blocked_ && !up_wait_.paced) {
       client |= client_.readWants();
     }
     if ((to_client_.pending() > 0 || down_.in_pipe > 0) && client_write_blocked_) {
@@ -822,7 +925,7 @@ class StreamForwarder final : public Forwarder {
     if (handshaking_) {
       upstream |= upstream_->wantEvents();
     } else {
-      if (!response_done_ && !upstream_eof_ && upstream_read_blocked_) {
+      if (!response_done_ && !upstream_eof_ && upstream_read_blocked_ && !down_wait_.paced) {
         upstream |= upstream_->readWants();
       }
       bool up_pending = to_upstream_.pending() > 0 || up_.in_pipe > 0;
@@ -831,8 +934,8 @@ class StreamForwarder final : public Forwarder {
       }
     }
     // An unwanted client read stays registered until it fires (see init).
-    bool keep_client_read =
-        !client_read_unwanted_ && event_pending(client_read_.get(), EV_READ, nullptr);
+    bool keep_client_read = !client_read_unwanted_ && !up_wait_.paced &&
+                            event_pending(client_read_.get(), EV_READ, nullptr);
     setEventWanted(client_read_.get(), (client & EV_READ) != 0 || keep_client_read);
     setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
     setEventWanted(upstream_read_.get(), (upstream & EV_READ) != 0);
@@ -857,6 +960,8 @@ class StreamForwarder final : public Forwarder {
   Outbox to_client_;
   SpliceWay up_;              // request body, client -> upstream
   SpliceWay down_;            // response body, upstream -> client
+  PaceWait up_wait_;          // with a pacer: the request body's wait for the budget
+  PaceWait down_wait_;        // the response body's
   PipePool* pool_ = nullptr;  // this thread's, joined at the first pipe
   std::thread::id pool_thread_;
   BodyFramer request_body_ = BodyFramer::none();

@@ -11,6 +11,14 @@
 // connections can be kept alive, and any doubt about it closes the connection
 // instead.
 //
+// Pacing (`pacer`, a bandwidth quota): each read of a request body (up) or a
+// response body (down) is bounded by what the pacer allows in its direction,
+// and what was read is taken from the budget. With nothing allowed the
+// direction stops reading (its source backs up, as with a slow reader) and a
+// timer resumes it when the pacer says. Heads are not paced. Nothing is
+// refused or cut, memory stays bounded as above, and a paced wait counts as
+// activity for idle_timeout.
+//
 // Contract: the session keeps owning the client stream and lends it for the
 // exchange; the forwarder owns the upstream stream and hands it back in the
 // result when it may carry another request. `on_done` runs once from the event
@@ -29,6 +37,7 @@
 #include "proxy/access_log.h"
 #include "proxy/http_message.h"
 #include "proxy/http_parser.h"
+#include "proxy/pacer.h"
 #include "proxy/stream.h"
 
 namespace s3gate {
@@ -57,8 +66,9 @@ struct ForwardOptions {
   Duration idle_timeout{std::chrono::seconds(300)};
   size_t max_header_bytes = 65536;
   size_t max_headers = 100;
-  size_t buffer_bytes = 64 * 1024;      // per direction
-  bool allow_client_keep_alive = true;  // false while draining
+  size_t buffer_bytes = 64 * 1024;        // per direction
+  bool allow_client_keep_alive = true;    // false while draining
+  std::shared_ptr<BandwidthPacer> pacer;  // null: not paced
 };
 
 class Forwarder {

@@ -692,6 +692,18 @@ bool Session::admitQuota(bool request) {
   return false;
 }
 
+// The connection's bandwidth quota for a tunnel or an exchange: a pacer over
+// its budget that counts the waits in s3gate_quota_paced_seconds_total, or
+// nullptr when its quota has no bandwidth (or there is none).
+std::shared_ptr<BandwidthPacer> Session::quotaPacer() {
+  return QuotaTable::pacer(
+      quota_lease_, [metrics = &owner_.metrics(), quota = quota_lease_.quota()](
+                        PaceDirection direction, double seconds) {
+        metrics->addQuotaPaced(
+            quota, direction == PaceDirection::up ? Direction::up : Direction::down, seconds);
+      });
+}
+
 // s3gate_requests_total counts the final decision, the one the log line has.
 void Session::countDecision(Verdict verdict) {
   if (request_.counted) {
@@ -775,12 +787,7 @@ void Session::startTunnel(UniqueFd upstream) {
   }
   RelayOptions options;
   options.idle_timeout = config().limits.idle_timeout;
-  options.pacer =
-      QuotaTable::pacer(quota_lease_, [metrics = &owner_.metrics(), quota = quota_lease_.quota()](
-                                          PaceDirection direction, double seconds) {
-        metrics->addQuotaPaced(
-            quota, direction == PaceDirection::up ? Direction::up : Direction::down, seconds);
-      });
+  options.pacer = quotaPacer();
   std::string prefix_up = in_.substr(std::min(in_.size(), request_.head_length));
   in_.clear();
   in_.shrink_to_fit();
@@ -858,6 +865,7 @@ void Session::startForward(std::unique_ptr<Stream> upstream) {
   options.max_header_bytes = limits.max_header_bytes;
   options.max_headers = limits.max_headers;
   options.allow_client_keep_alive = !owner_.draining();
+  options.pacer = quotaPacer();
   std::string_view after_head =
       std::string_view(in_).substr(std::min(in_.size(), request_.head_length));
   forwarder_ = Forwarder::start(owner_.base(), *client_, std::move(upstream), request_.head,

@@ -146,6 +146,7 @@ class Session {
   void discardBody();
   void countDecision(Verdict verdict);
   bool admitQuota(bool request);
+  std::shared_ptr<BandwidthPacer> quotaPacer();
   void connectUpstream();
   void onConnected(ConnectResult result);
   void startTunnel(UniqueFd upstream);

@@ -1,8 +1,12 @@
 """Quotas through the real binary (SPEC section 2 `quotas`, section 3 step 1b):
 a connection quota (the N+1-th connection gets 429 client_limit), a rate
 quota (429 rate_limited with Retry-After), a bandwidth quota whose paced
-download takes the time its budget says and arrives whole, quotas in report
+transfers take the time its budget says and arrive whole (a tunnel's download,
+a plain-HTTP GET and PUT, a GET inside an inspected tunnel), quotas in report
 mode, the `quota` log field and the quota metrics.
+
+The plain-HTTP tests bind port 80 of their own 127.0.0.X (plain HTTP goes to
+port 80 only): they need root and are skipped otherwise.
 
 Run: S3GATE_BIN=../../build/s3gate python3 run.py test_quotas
 """
@@ -10,6 +14,7 @@ Run: S3GATE_BIN=../../build/s3gate python3 run.py test_quotas
 import hashlib
 import os
 import socket
+import ssl
 import time
 import unittest
 
@@ -18,19 +23,33 @@ import harness as h
 PACED_BYTES = 16 << 20  # 16 MiB
 PACED_BITS = 40_000_000  # 40 Mbit/s: 5 MB/s, about 3.4 s for 16 MiB
 PACE_TOLERANCE = 0.15
+MEDIA = h.s3_name("media")
 
 
-class QuotaTest(h.ProxyTestCase):
+def object_responder(req):
+    """An S3-like origin: a GET answers PACED_BYTES of the pattern, a PUT the
+    digest and length of the body it received."""
+    if req["method"] == "GET":
+        return [h.http_response(200, headers=[("Content-Length", PACED_BYTES)], length=False),
+                h.pattern_chunks(PACED_BYTES)]
+    return [h.http_response(200, f"{req['sha256']} {req['body_len']}".encode())]
+
+
+class QuotaTest(h.ForwardTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.big_source = h.SourceServer(PACED_BYTES)
-        cls.upstream_ports = cls.upstream_ports + [cls.big_source.port]
+        # An HTTP origin over TLS (the test CA) on a port of 127.0.0.1 (every
+        # name resolves there), for requests inside inspected tunnels.
+        cls.tls_origin = h.ScriptedUpstream(object_responder, port=0, name="tls-origin")
+        cls.upstream_ports = cls.upstream_ports + [cls.big_source.port, cls.tls_origin.port]
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "big_source", None) is not None:
-            cls.big_source.stop()
+        for name in ("big_source", "tls_origin"):
+            if getattr(cls, name, None) is not None:
+                getattr(cls, name).stop()
         super().tearDownClass()
 
     def quota_proxy(self, quotas, **overrides):
@@ -197,6 +216,112 @@ class QuotaTest(h.ProxyTestCase):
         self.assertLess(elapsed, PACED_BYTES * 8 / PACED_BITS * 0.5)
         rec = self.proxy.wait_for_log(lambda r: r.get("status") == 200)
         self.assertNotIn("quota", rec)
+
+    # --- bandwidth quotas on requests (the forwarder): plain HTTP and inspect
+
+    BANDWIDTH = {"quotas": [{"name": "bw", "bandwidth": "40Mbit"}],
+                 "limits": {"idle_timeout": "30s"}}
+
+    def plain_http_origin(self):
+        """A plain-HTTP origin on port 80 of its own 127.0.0.X, the S3 names
+        pinned to it, and the proxy sending plain HTTP on as plain HTTP (so
+        that bodies are spliced); returns the URL of its object."""
+        up = self.upstream(responder=object_responder, plain=True)
+        self.start_proxy(config=self.forward_config(up.ip, self.BANDWIDTH, tls=False))
+        return f"http://{MEDIA}/big"
+
+    def timed_exchange(self, client, request, body_chunks=()):
+        """Sends `request` (and the body chunks), reads the response; returns
+        (reply, body length, body sha256, seconds from the first byte sent to
+        the last one received)."""
+        digest = hashlib.sha256()
+        got = [0]
+        small = bytearray()  # a short body is kept as reply.body
+
+        def sink(data):
+            digest.update(data)
+            got[0] += len(data)
+            if len(small) < 4096:
+                small.extend(data[:4096 - len(small)])
+
+        start = time.monotonic()
+        client.send(request)
+        for chunk in body_chunks:
+            client.send(chunk)
+        reply = client.read_response(timeout=60, sink=sink)
+        elapsed = time.monotonic() - start
+        self.assertIsNotNone(reply, "the proxy closed before answering")
+        reply.body = bytes(small)
+        return reply, got[0], digest.hexdigest(), elapsed
+
+    def assert_paced(self, what, elapsed, direction, kind):
+        """The transfer took the budget's time, the wait was counted in
+        `direction` (only), and the log line names the quota."""
+        expected = PACED_BYTES * 8 / PACED_BITS
+        ratio = elapsed / expected
+        print(f"\n{what}: {PACED_BYTES} bytes at {PACED_BITS} bit/s took {elapsed:.3f} s, "
+              f"budget says {expected:.3f} s (ratio {ratio:.3f})", flush=True)
+        self.assertLess(abs(ratio - 1), PACE_TOLERANCE,
+                        f"took {elapsed:.3f} s, the budget says {expected:.3f} s")
+        metrics = self.metrics_text()
+        other = "up" if direction == "down" else "down"
+        paced = h.metric_value(metrics, "s3gate_quota_paced_seconds_total", quota="bw",
+                               direction=direction)
+        self.assertGreater(paced, expected * 0.5, metrics)
+        self.assertEqual(h.metric_value(metrics, "s3gate_quota_paced_seconds_total", quota="bw",
+                                        direction=other), 0)
+        rec = self.proxy.wait_for_log(lambda r: r.get("kind") == kind and r.get("status") == 200)
+        self.assert_log_shape(rec)
+        self.assertEqual(rec["quota"], "bw")
+        return rec
+
+    @unittest.skipIf(h.NEEDS_ROOT, h.NEEDS_ROOT or "")
+    def test_paced_plain_http_get(self):
+        url = self.plain_http_origin()
+        c = h.HttpClient(self.proxy.port, timeout=60)
+        self.addCleanup(c.close)
+        reply, got, digest, elapsed = self.timed_exchange(c, h.http_request("GET", url))
+        self.assertEqual(reply.status, 200, repr(reply))
+        self.assertEqual(got, PACED_BYTES, "nothing cut")
+        self.assertEqual(digest, h.pattern_sha256(PACED_BYTES), "byte-exact")
+        rec = self.assert_paced("paced plain-HTTP GET", elapsed, "down", "http")
+        self.assertEqual(rec["bytes_down"], len(reply.head) + PACED_BYTES)
+        # The connection is kept alive after a paced exchange.
+        c.send(h.http_request("PUT", url, body=b"small"))
+        self.assertEqual(c.read_response().body, hashlib.sha256(b"small").hexdigest().encode()
+                         + b" 5")
+
+    @unittest.skipIf(h.NEEDS_ROOT, h.NEEDS_ROOT or "")
+    def test_paced_plain_http_put(self):
+        url = self.plain_http_origin()
+        c = h.HttpClient(self.proxy.port, timeout=60)
+        self.addCleanup(c.close)
+        head = h.http_request("PUT", url, length=PACED_BYTES)
+        reply, _, _, elapsed = self.timed_exchange(c, head, h.pattern_chunks(PACED_BYTES))
+        self.assertEqual(reply.status, 200, repr(reply))
+        # The origin received every byte, in order.
+        self.assertEqual(reply.body, f"{h.pattern_sha256(PACED_BYTES)} {PACED_BYTES}".encode())
+        rec = self.assert_paced("paced plain-HTTP PUT", elapsed, "up", "http")
+        self.assertGreater(rec["bytes_up"], PACED_BYTES)
+
+    def test_paced_inside_an_inspected_tunnel(self):
+        self.start_proxy(h.deep_merge(self.BANDWIDTH, {
+            "http": {"ca_file": self.pki.ca_file},
+            "tunnel": {"inspect": True, "inspect_certificate": self.pki.cert_file,
+                       "inspect_private_key": self.pki.key_file}}))
+        c = h.HttpClient(self.proxy.port, timeout=60)
+        self.addCleanup(c.close)
+        c.send(h.connect_request(f"{MEDIA}:{self.tls_origin.port}"))
+        resp = h.read_head(c.sock, timeout=10)
+        self.assertEqual(resp.status, 200, repr(resp))
+        ctx = ssl.create_default_context(cafile=self.pki.ca_file)
+        c.sock = ctx.wrap_socket(c.sock, server_hostname=MEDIA)
+        request = f"GET /big HTTP/1.1\r\nHost: {MEDIA}\r\n\r\n".encode()
+        reply, got, digest, elapsed = self.timed_exchange(c, request)
+        self.assertEqual(reply.status, 200, repr(reply))
+        self.assertEqual(got, PACED_BYTES, "nothing cut")
+        self.assertEqual(digest, h.pattern_sha256(PACED_BYTES), "byte-exact")
+        self.assert_paced("paced GET inside an inspected tunnel", elapsed, "down", "inspect")
 
     def test_reload_keeps_budgets(self):
         """Budgets are state: a reload does not hand out a fresh allowance, and a

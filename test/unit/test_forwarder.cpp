@@ -2,7 +2,8 @@
 // both the client and the origin: bodies of known length spliced through a
 // pipe (byte-exact, exact byte counts, keep-alive afterwards, a body ending at
 // a pipe boundary, a pipelined request after a body, the origin closing
-// mid-body) and the copying path for chunked and small bodies.
+// mid-body), the copying path for chunked and small bodies, and bodies paced
+// by a bandwidth quota in both directions.
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -19,6 +20,7 @@
 #include "proxy/event_ptr.h"
 #include "proxy/forwarder.h"
 #include "proxy/pipe_pool.h"
+#include "proxy/quota.h"
 
 using namespace s3gate;
 
@@ -109,6 +111,7 @@ struct Harness {
   std::string request;  // the head the session parsed, and bytes read after it
   std::optional<ForwardResult> result;
   std::unique_ptr<Forwarder> forwarder;
+  ForwardOptions options;
   size_t max_pipes = 0;  // most pipes open at once during the run
 
   // Starts one exchange for `head` ("PUT http://... HTTP/1.1\r\n...\r\n\r\n");
@@ -123,8 +126,8 @@ struct Harness {
     result.reset();
     REQUIRE(upstream);
     forwarder = Forwarder::start(base.get(), *client_stream, std::move(upstream), parsed.head,
-                                 framing, std::string_view(request).substr(head.size()),
-                                 ForwardOptions{}, [this](ForwardResult r) {
+                                 framing, std::string_view(request).substr(head.size()), options,
+                                 [this](ForwardResult r) {
                                    upstream = std::move(r.upstream);
                                    result = std::move(r);
                                  });
@@ -162,6 +165,59 @@ const std::string kGetUpstream = "GET /b/key HTTP/1.1\r\nHost: s3.example.com\r\
 
 std::string okHead(size_t length) {
   return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(length) + "\r\n\r\n";
+}
+
+// A quota budget's own pacer, watched: what each direction took, its largest
+// single take, how often it ran out and how long it waited.
+class WatchedPacer final : public BandwidthPacer {
+ public:
+  struct Way {
+    size_t taken = 0;
+    size_t largest = 0;
+    int pauses = 0;
+    double waited = 0;
+  };
+  Way up;
+  Way down;
+
+  explicit WatchedPacer(uint64_t bandwidth_bits) {
+    QuotaRule rule;
+    rule.name = "bw";
+    rule.bandwidth_bits = bandwidth_bits;
+    quotas_ = {rule};
+    REQUIRE(table_
+                .admit(quotas_, *IpAddress::parse("127.0.0.1"), "", false, lease_,
+                       std::chrono::steady_clock::now())
+                .reason == Reason::none);
+    inner_ = QuotaTable::pacer(lease_, nullptr);
+    REQUIRE(inner_);
+  }
+
+  size_t allowance(PaceDirection direction, Clock::time_point now) override {
+    return inner_->allowance(direction, now);
+  }
+  void consume(PaceDirection direction, size_t bytes, Clock::time_point now) override {
+    Way& way = of(direction);
+    way.taken += bytes;
+    way.largest = std::max(way.largest, bytes);
+    inner_->consume(direction, bytes, now);
+  }
+  Duration resumeAfter(PaceDirection direction, Clock::time_point now) override {
+    ++of(direction).pauses;
+    return inner_->resumeAfter(direction, now);
+  }
+  void paced(PaceDirection direction, double seconds) override { of(direction).waited += seconds; }
+
+ private:
+  Way& of(PaceDirection direction) { return direction == PaceDirection::up ? up : down; }
+  QuotaTable table_;
+  std::vector<QuotaRule> quotas_;
+  QuotaLease lease_;
+  std::shared_ptr<BandwidthPacer> inner_;
+};
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -350,4 +406,109 @@ TEST_CASE("forwarder copies chunked and small bodies, counting every byte", "[fo
   REQUIRE(h.runUntil([&] { return h.client_peer.in.size() >= okHead(5).size() + 5; }));
   CHECK(h.client_peer.in == okHead(5) + "hello");
   CHECK(h.result->client_reusable);
+}
+
+// 2 Mbit/s is 250 kB/s with a burst of 64 KiB (paceBurstBytes' floor): a paced
+// body of N bytes takes (N - 64 KiB) / 250 kB/s, in waits of about 130 ms.
+constexpr uint64_t kPacedBits = 2000000;
+constexpr double kPacedBytesPerSecond = kPacedBits / 8.0;
+constexpr size_t kPacedBurst = 64 * 1024;
+
+double pacedSeconds(size_t bytes) {
+  return (static_cast<double>(bytes) - kPacedBurst) / kPacedBytesPerSecond;
+}
+
+TEST_CASE("forwarder paces bodies by a bandwidth quota, byte-exact", "[forwarder][quota]") {
+  const size_t length = 384 * 1024;
+  Harness h;
+  auto pacer = std::make_shared<WatchedPacer>(kPacedBits);
+  h.options.pacer = pacer;
+  // Waits of ~130 ms are longer than idle_timeout: waiting for the budget is
+  // not idleness.
+  h.options.idle_timeout = std::chrono::milliseconds(100);
+
+  SECTION("a spliced request body (up)") {
+    const std::string body = pattern(length, 9);
+    const std::string head = putHead(length);
+    const size_t want = head.size() - std::string("http://s3.example.com").size();
+    auto start = std::chrono::steady_clock::now();
+    h.start(head, body.substr(0, 100));
+    h.client_peer.out = body.substr(100);
+    REQUIRE(h.runUntil([&] { return h.origin_peer.in.size() >= want + length; }));
+    double elapsed = secondsSince(start);
+    CHECK(h.origin_peer.in.substr(want) == body);
+    h.origin_peer.out = okHead(0);
+    REQUIRE(h.finish());
+    CHECK(h.result->error == Reason::none);
+    CHECK(h.result->close == CloseCause::keep_alive);
+    CHECK(h.result->bytes_up == want + length);
+    CHECK(elapsed >= pacedSeconds(length) * 0.95);
+    CHECK(elapsed < pacedSeconds(length) * 1.5 + 0.3);
+    CHECK(pacer->up.taken == length);
+    CHECK(pacer->up.largest <= kPacedBurst);  // not a pipe's worth at once
+    CHECK(pacer->up.pauses > 3);
+    CHECK(pacer->up.waited > pacedSeconds(length) * 0.5);
+    CHECK(pacer->down.taken == 0);  // a head is not paced
+    CHECK(pacer->down.pauses == 0);
+  }
+
+  SECTION("a spliced response body (down)") {
+    const std::string answer = pattern(length, 10);
+    auto start = std::chrono::steady_clock::now();
+    h.start(kGetHead);
+    h.origin_peer.out = okHead(length) + answer;
+    REQUIRE(h.finish());
+    REQUIRE(h.runUntil([&] { return h.client_peer.in.size() >= okHead(length).size() + length; }));
+    double elapsed = secondsSince(start);
+    CHECK(h.result->error == Reason::none);
+    CHECK(h.result->close == CloseCause::keep_alive);
+    CHECK(h.client_peer.in == okHead(length) + answer);
+    CHECK(h.result->bytes_down == okHead(length).size() + length);
+    CHECK(elapsed >= pacedSeconds(length) * 0.95);
+    CHECK(elapsed < pacedSeconds(length) * 1.5 + 0.3);
+    CHECK(pacer->down.taken == length);
+    CHECK(pacer->down.largest <= kPacedBurst);
+    CHECK(pacer->down.pauses > 3);
+    CHECK(pacer->down.waited > pacedSeconds(length) * 0.5);
+    CHECK(pacer->up.taken == 0);
+  }
+
+  SECTION("a copied chunked response body (down)") {
+    std::string chunked;
+    const std::string data = pattern(length, 11);
+    for (size_t at = 0; at < data.size(); at += 50000) {
+      std::string piece = data.substr(at, 50000);
+      char size[32];
+      snprintf(size, sizeof(size), "%zx\r\n", piece.size());
+      chunked += size + piece + "\r\n";
+    }
+    chunked += "0\r\n\r\n";
+    const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    auto start = std::chrono::steady_clock::now();
+    h.start(kGetHead);
+    h.origin_peer.out = head + chunked;
+    REQUIRE(h.finish());
+    REQUIRE(h.runUntil([&] { return h.client_peer.in.size() >= head.size() + chunked.size(); }));
+    double elapsed = secondsSince(start);
+    CHECK(h.result->error == Reason::none);
+    CHECK(h.client_peer.in == head + chunked);
+    CHECK(elapsed >= pacedSeconds(chunked.size()) * 0.95);
+    CHECK(pacer->down.taken == chunked.size());  // the framing is body bytes too
+    CHECK(pacer->down.largest <= kPacedBurst);
+    CHECK(pacer->down.pauses > 3);
+  }
+}
+
+TEST_CASE("forwarder without a pacer moves the same bodies at once", "[forwarder][quota]") {
+  // The paced test above measures the pacer, not the machine.
+  const size_t length = 384 * 1024;
+  Harness h;
+  const std::string answer = pattern(length, 10);
+  auto start = std::chrono::steady_clock::now();
+  h.start(kGetHead);
+  h.origin_peer.out = okHead(length) + answer;
+  REQUIRE(h.finish());
+  REQUIRE(h.runUntil([&] { return h.client_peer.in.size() >= okHead(length).size() + length; }));
+  CHECK(h.client_peer.in == okHead(length) + answer);
+  CHECK(secondsSince(start) < pacedSeconds(length) * 0.5);
 }
