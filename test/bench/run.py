@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80
+ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80 (--origin-ip)
 S3_NAME = "bench.s3.us-east-1.amazonaws.com"  # bucket "bench", pinned/resolved to ORIGIN_IP
 INSPECT_NAME = "ins.s3.us-east-1.amazonaws.com"  # bucket "ins": the only name the inspection certificate covers
 PROXY_TLS_NAME = "proxy.bench"  # the name on the HTTPS proxy listeners' certificate
@@ -1210,6 +1210,7 @@ def install_peers(wanted, no_install):
                    env=env, check=False, timeout=900)
 
 def main():
+    global ORIGIN_IP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round, seconds")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"),
@@ -1235,8 +1236,14 @@ def main():
     ap.add_argument("--strace", default=None,
                     help="after the measurements, run these workloads once more (comma-separated names) with "
                     "`strace -c -f` on s3gate w1 (its upstream-TLS twin for utls_*): system calls per MiB")
+    ap.add_argument("--origin-ip", default=ORIGIN_IP,
+                    help=f"the loopback address the upstream listens on (ports 80, 443 and one more; default "
+                         f"{ORIGIN_IP}): another address lets two runs share a machine without sharing ports")
     ap.add_argument("--output", default=os.path.join(HERE, "results", "last.json"))
     args = ap.parse_args()
+    if not args.origin_ip.startswith("127."):
+        raise SystemExit(f"--origin-ip {args.origin_ip}: a loopback address (127.0.0.0/8) only")
+    ORIGIN_IP = args.origin_ip
     rounds = args.rounds or (1 if args.quick else 3)
     started = time.time()
 
