@@ -1037,7 +1037,10 @@ def perf_profile(runner, proxy, name, fn):
     if not shutil.which("perf"):
         return {"skipped": "perf is not installed (Debian: linux-perf)"}
     data = os.path.join(runner.args.workdir_path, f"perf-{proxy.name}-{name}.data")
-    target = measured_process(runner, proxy, name)
+    try:
+        target = measured_process(runner, proxy, name)
+    except NotApplicable as e:
+        return {"skipped": str(e)}
     rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data,
                             "-p", str(target.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
@@ -1078,7 +1081,10 @@ def strace_workload(runner, proxy, name, fn):
     and bytes per read call, e.g. whether OpenSSL reads each record in two calls."""
     if not shutil.which("strace"):
         return {"skipped": "strace is not installed"}
-    target = measured_process(runner, proxy, name)
+    try:
+        target = measured_process(runner, proxy, name)
+    except NotApplicable as e:
+        return {"skipped": str(e)}
     path = os.path.join(runner.args.workdir_path, f"strace-{target.name}-{name}.txt")
     tr = subprocess.Popen(["strace", "-c", "-f", "-o", path, "-p", str(target.pid)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -1096,8 +1102,14 @@ def strace_workload(runner, proxy, name, fn):
             mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
             if mm and mm.group(2) != "total":
                 calls[mm.group(2)] = int(mm.group(1))
-    mib = max(moved / MIB, 1e-9)
     reads = sum(calls.get(k, 0) for k in ("read", "recvfrom", "readv", "recvmsg"))
+    if moved == 0 and m["raw"].get("ok"):
+        # A row that counts tunnels or requests (setup*, ...): calls per one of them.
+        n = m["raw"]["ok"]
+        return {"process": target.name, "units": n,
+                "per_unit": {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                             if v / n >= 0.01}, "file": path}
+    mib = max(moved / MIB, 1e-9)
     return {"process": target.name, "mib": round(mib, 1),
             "per_mib": {k: round(v / mib, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
                         if v / mib >= 0.05},
@@ -1219,8 +1231,8 @@ def main():
                     help="the s3gate binary to measure (default: BUILD_DIR/s3gate), e.g. one built from a clean "
                     "git archive of HEAD while proxy/ is being edited")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per measurement, median reported (3; quick: 1)")
-    ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
-                    "http1k,get64m,put64m,idle5000,...)")
+    ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,setup_auth,"
+                    "setup_auth_uncached,pingpong,http1k,get64m,put64m,idle5000,...)")
     ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w1-nolog,s3gate-w2,squid,tinyproxy")
     ap.add_argument("--compare", default=None,
                     help="another s3gate binary, measured as column s3gate-w1-b (w1, the same configuration) "
@@ -1427,6 +1439,10 @@ def main():
               f"work under them: {calls}; top symbols: {syms}")
     for wname, st in results.get("straces", {}).items():
         if "skipped" in st:
+            continue
+        if "per_unit" in st:
+            print(f"- strace -c of {st['process']}, {wname} ({st['units']} done): calls per tunnel or request "
+                  f"{st['per_unit']}")
             continue
         print(f"- strace -c of {st['process']}, {wname} ({st['mib']} MiB): calls per MiB {st['per_mib']}; "
               f"bytes moved per read call {st['bytes_per_read']}")
