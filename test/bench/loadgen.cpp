@@ -42,6 +42,11 @@
 //       HOST:443 with --proxy), its certificate checked against HOST (with --ca).
 //   --ca PEM: the CA the certificates are checked against; --resume 1: offer
 //       a ticket from an earlier connection (each ticket once, newest first).
+//
+// Proxy authentication: --proxy-user NAME --proxy-password PW: every CONNECT
+// carries `Proxy-Authorization: Basic` for NAME; with --proxy-users N (> 0) the
+// k-th CONNECT names user NAME<k mod N> instead (NAME0, NAME1, ...), all with
+// the same password.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -55,6 +60,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -789,7 +795,31 @@ struct Target {
   bool proxy_tls = false;    // TLS to the proxy (an HTTPS proxy listener)
   std::string proxy_name;    // the name its certificate is checked against
   std::string hello;         // a ClientHello sent first in every tunnel (--hello HOST)
+  std::string proxy_user;    // Proxy-Authorization on every CONNECT (--proxy-user)
+  std::string proxy_password;
+  uint64_t proxy_users = 0;  // > 0: the k-th CONNECT names proxy_user + (k mod proxy_users)
 };
+
+std::string base64(const std::string& in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(in.data()), int(in.size()));
+  out.resize(size_t(n));
+  return out;
+}
+
+// The CONNECT request for the k-th tunnel (k counts the CONNECTs a client sent).
+std::string connectRequest(const Target& t, const std::string& target, uint64_t k) {
+  std::string req = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+  if (!t.proxy_user.empty()) {
+    std::string user = t.proxy_user;
+    if (t.proxy_users > 0) {
+      user += std::to_string(k % t.proxy_users);
+    }
+    req += "Proxy-Authorization: Basic " + base64(user + ":" + t.proxy_password) + "\r\n";
+  }
+  return req + "\r\n";
+}
 
 Target targetFrom(const Args& args) {
   Target t;
@@ -804,6 +834,12 @@ Target targetFrom(const Args& args) {
   t.proxy_name = args.get("proxy-name", "localhost");
   if (!args.get("hello").empty()) {
     t.hello = makeClientHello(args.get("hello"));
+  }
+  t.proxy_user = args.get("proxy-user");
+  t.proxy_password = args.get("proxy-password");
+  t.proxy_users = args.num("proxy-users", 0);
+  if (t.proxy_user.empty() && (!t.proxy_password.empty() || t.proxy_users > 0)) {
+    usage("--proxy-password and --proxy-users need --proxy-user");
   }
   return t;
 }
@@ -963,7 +999,7 @@ class Client {
     bool tunnel = args_.mode != "http" || https_;
     if (t_.via_proxy && tunnel) {
       std::string target = https_ ? https_host_ + ":443" : t_.target;
-      c.out = "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n\r\n";
+      c.out = connectRequest(t_, target, connects_++);
       c.st = St::proxy_head;
     } else {
       afterTunnel(c);
@@ -1619,6 +1655,7 @@ class Client {
   bool resume_ = false;
   uint64_t handshakes_ = 0;
   uint64_t resumed_ = 0;
+  uint64_t connects_ = 0;  // CONNECT requests sent
   int ep_ = -1;
   double max_seconds_ = 60;
   uint64_t deadline_ = 0;
@@ -1677,7 +1714,7 @@ int runPingPong(const Args& args) {
     die("connect");
   }
   if (t.via_proxy) {
-    std::string req = "CONNECT " + t.target + " HTTP/1.1\r\nHost: " + t.target + "\r\n\r\n";
+    std::string req = connectRequest(t, t.target, 0);
     if (!writeAll(fd, req.data(), req.size())) {
       die("send CONNECT");
     }

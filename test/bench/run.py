@@ -31,12 +31,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80
+ORIGIN_IP = "127.0.77.80"  # the upstream: tunnel port and the plain-HTTP origin on port 80 (--origin-ip)
 S3_NAME = "bench.s3.us-east-1.amazonaws.com"  # bucket "bench", pinned/resolved to ORIGIN_IP
 INSPECT_NAME = "ins.s3.us-east-1.amazonaws.com"  # bucket "ins": the only name the inspection certificate covers
 PROXY_TLS_NAME = "proxy.bench"  # the name on the HTTPS proxy listeners' certificate
 TLS_PORT = 443  # the TLS origin (s3gate sends upstream TLS to port 443 only)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+AUTH_USER = "bench"  # the authentication rows' user name (and the prefix of the uncached row's)
+AUTH_USERS = 1000  # names of the uncached row: no more CONNECTs than this in one run of it
+AUTH_BCRYPT_COST = 10
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -241,6 +244,73 @@ class NotApplicable(Exception):
 
 
 # ---------------------------------------------------------------------------
+# proxy authentication: the users file and the cost of one hash
+
+
+class AuthUsers:
+    """The users file of the authentication rows: user AUTH_USER (the cached row) and
+    AUTH_USER0 .. AUTH_USER<AUTH_USERS-1> (the uncached row: a user per CONNECT, so that
+    no two checks in flight share a name+password and one verification never answers
+    two), all with one bcrypt hash of cost AUTH_BCRYPT_COST ($2b$, as htpasswd -B -C 10
+    or mkpasswd -m bcrypt -R 10 make it). Each entry is checked on its own: one line's
+    hash for many names costs each check the same hashing. Made with the system's
+    libcrypt (as s3gate verifies it), else mkpasswd; the CPU of one verification
+    (crypt() against the stored hash, in this process) is measured too."""
+
+    PASSWORD = "bench password 1"
+
+    def __init__(self, workdir):
+        self.path = os.path.join(workdir, "users")
+        self.kind = f"bcrypt $2b$, cost {AUTH_BCRYPT_COST}"
+        self.cpu_ms_per_hash = None
+        lib = self._libcrypt()
+        if lib is not None:
+            setting = lib.crypt_gensalt(b"$2b$", AUTH_BCRYPT_COST, None, 0)
+            out = lib.crypt(self.PASSWORD.encode(), setting) if setting else None
+            self.hash = out.decode() if out and out.startswith(b"$2b$") else None
+            self.made_by = "libcrypt (crypt_gensalt, crypt)"
+        else:
+            self.hash, self.made_by = None, None
+        if self.hash is None and shutil.which("mkpasswd"):
+            r = subprocess.run(["mkpasswd", "-m", "bcrypt", "-R", str(AUTH_BCRYPT_COST), "--stdin"],
+                               input=self.PASSWORD, capture_output=True, text=True, timeout=60)
+            if r.returncode == 0 and r.stdout.startswith("$2b$"):
+                self.hash, self.made_by = r.stdout.strip(), "mkpasswd -m bcrypt"
+        if self.hash is None:
+            raise NotApplicable("nothing here makes a bcrypt hash (libcrypt or mkpasswd)")
+        with open(self.path, "w") as f:
+            f.write(f"# s3gate bench users: {self.kind}\n{AUTH_USER}:{self.hash}\n")
+            for i in range(AUTH_USERS):
+                f.write(f"{AUTH_USER}{i}:{self.hash}\n")
+        os.chmod(self.path, 0o644)
+        if lib is not None:
+            n = 5
+            t0 = time.process_time()
+            for _ in range(n):
+                ok = lib.crypt(self.PASSWORD.encode(), self.hash.encode()) == self.hash.encode()
+            self.cpu_ms_per_hash = (time.process_time() - t0) * 1000 / n if ok else None
+
+    @staticmethod
+    def _libcrypt():
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("crypt")
+        if not name:
+            return None
+        lib = ctypes.CDLL(name)
+        lib.crypt_gensalt.restype = ctypes.c_char_p
+        lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+        lib.crypt.restype = ctypes.c_char_p
+        lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        return lib
+
+    def info(self):
+        return {"kind": self.kind, "made_by": self.made_by, "users": AUTH_USERS + 1,
+                "cpu_ms_per_hash": None if self.cpu_ms_per_hash is None else round(self.cpu_ms_per_hash, 2)}
+
+
+# ---------------------------------------------------------------------------
 # the upstream server (loadgen serve)
 
 
@@ -326,39 +396,63 @@ class NoProxy(Proxy):
 
 
 class S3gate(Proxy):
-    def __init__(self, workdir, upstream, binary, workers, log=True, upstream_tls=False, variant=""):
+    def __init__(self, workdir, upstream, binary, workers, log=True, upstream_tls=False, variant="", auth=None):
         super().__init__(workdir, upstream)
         self.binary = binary
         self.workers = workers
         self.log = log
         self.upstream_tls = upstream_tls
         self.variant = variant  # "b": the --compare binary
+        self.auth = auth  # None, or (AuthUsers, cached: bool): `auth` with that users file
         self.name = (f"s3gate-w{workers}" + ("" if log else "-nolog") + (f"-{variant}" if variant else "")
-                     + ("-utls" if upstream_tls else ""))
+                     + ("-utls" if upstream_tls else "")
+                     + ("" if auth is None else ("-auth" if auth[1] else "-auth-nocache")))
         self.label = f"s3gate w{workers}" + ("" if log else " log off") + (f" ({variant}: --compare)" if variant else "")
         self.port = free_port()
         self.tls_port = free_port()
         self.admin_port = free_port()
-        self._twin = None
+        self._twins = {}
         self.note = (("access log to a file" if log else "access_log: off") +
                      "; tunnel.verify_sni: true (every tunnel starts with a real ClientHello naming the CONNECT "
                      "host); an HTTPS listener beside the plain one; tunnel.inspect: true with a certificate for "
                      f"{INSPECT_NAME} only (inspect_uncovered: blind: the other tunnels are blind); "
                      "http.upstream_tls: false (a second process with true, otherwise the same, runs the "
-                     "upstream-TLS rows)")
+                     "upstream-TLS rows; two more with auth.users_file, cache_ttl at its default and 0s, run "
+                     "the authentication rows)")
 
     def twin(self):
         """The same s3gate with `http.upstream_tls: true` (started on first use)."""
-        if self._twin is None:
-            self._twin = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, True, self.variant)
-            self._twin.start()
-        return self._twin
+        if "utls" not in self._twins:
+            t = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, True, self.variant)
+            t.start()
+            self._twins["utls"] = t
+        return self._twins["utls"]
+
+    def auth_twin(self, users, cached):
+        """The same s3gate with `auth.users_file` (started on first use): `cache_ttl` left at its
+        default (5m) when `cached`, else `cache_ttl: 0s` (every check hashed)."""
+        key = "auth" if cached else "auth-nocache"
+        if key not in self._twins:
+            t = S3gate(self.workdir, self.upstream, self.binary, self.workers, self.log, False, self.variant,
+                       auth=(users, cached))
+            t.start()
+            self._twins[key] = t
+        return self._twins[key]
+
+    def auth_counts(self):
+        """s3gate_auth_total from the admin listener's /metrics, by result."""
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never an environment's proxy
+        with opener.open(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return {m.group(1): float(m.group(2)) for m in
+                re.finditer(r'^s3gate_auth_total\{result="(\w+)"\} (\S+)$', text, re.M)}
 
     def stop(self):
         super().stop()
-        if self._twin is not None:
-            self._twin.stop()
-            self._twin = None
+        for t in self._twins.values():
+            t.stop()
+        self._twins = {}
 
     def version(self):
         with contextlib.suppress(Exception):
@@ -414,6 +508,12 @@ limits:
   idle_timeout: 600s
 access_log: {os.path.join(self.workdir, self.name + "-access.log") if self.log else "off"}
 """)
+            if self.auth is not None:
+                users, cached = self.auth
+                f.write(f"""auth:
+  users_file: "{users.path}"
+  required: true
+""" + ("" if cached else "  cache_ttl: 0s\n"))
         self._popen([self.binary, "-c", path])
 
 
@@ -545,6 +645,7 @@ class Runner:
         self.loadgen = loadgen
         self.upstream = upstream
         self.quick = args.quick
+        self._auth = None  # AuthUsers, or the NotApplicable why not (made on first use)
 
     def loadgen_json(self, argv, timeout, cpu_pid=None, pin=False):
         """Runs one loadgen client; returns (its JSON, proxy CPU-seconds, other load in cores)."""
@@ -697,6 +798,63 @@ class Runner:
             raise RuntimeError(f"{mode} failed: {r}")
         return self.measured(r["bytes"] / 1e6 / r["seconds"], r, lambda s: s / (r["bytes"] / GIB))
 
+    def auth_users(self):
+        """The users file of the authentication rows (made on first use)."""
+        if self._auth is None:
+            try:
+                self._auth = AuthUsers(self.args.workdir_path)
+            except NotApplicable as e:
+                self._auth = e
+        if isinstance(self._auth, Exception):
+            raise self._auth
+        return self._auth
+
+    def setup_auth(self, proxy, cached):
+        """`setup` with `Proxy-Authorization: Basic` on every CONNECT, through s3gate's twin
+        with `auth.users_file`. Cached: one user, `cache_ttl` at its default (5m), after one
+        unmeasured CONNECT has put the credentials in the cache; every measured check must
+        be a cache hit. Uncached: `cache_ttl: 0s` and a user of its own for each CONNECT
+        (no two checks in flight can share one verification), 8 clients (s3gate queues at
+        most 32 checks per client address; 8 keep its verifier threads busy), a bounded
+        count; every check must have been a verification (s3gate_auth_total). No proxy:
+        the same loop with nothing to authenticate, for as long as `setup`."""
+        if not isinstance(proxy, (S3gate, NoProxy)):
+            raise NotApplicable(f"{proxy.label} is not set up with authentication here (an s3gate row)")
+        secs = 2 if self.quick else 6
+        if cached:
+            conns, count, limit = 50, 2000000, secs
+        else:
+            conns, count, limit = 8, (60 if self.quick else 300), (20 if self.quick else 40)
+        if proxy.name == "none":
+            r = self.loadgen_json(["setup", "--conns", str(conns), "--count", "2000000", "--size", "100",
+                                   "--max-seconds", str(secs)] + self.common(proxy), secs + 30)
+            if r["ok"] == 0:
+                raise RuntimeError(f"setup failed: {r}")
+            return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
+        users = self.auth_users()
+        t = proxy.auth_twin(users, cached)
+        creds = ["--proxy-user", AUTH_USER, "--proxy-password", users.PASSWORD]
+        if cached:
+            w = self.loadgen_json(["setup", "--conns", "1", "--count", "1", "--size", "100", "--max-seconds", "10"]
+                                  + self.common(t) + creds, 30)
+            if w["ok"] != 1:
+                raise RuntimeError(f"an authenticated CONNECT failed: {w}")
+        else:
+            creds += ["--proxy-users", str(AUTH_USERS)]
+        before = t.auth_counts()
+        r = self.loadgen_json(["setup", "--conns", str(conns), "--count", str(count), "--size", "100",
+                               "--max-seconds", str(limit)] + self.common(t) + creds, limit + 30, self.cpu_pid(t))
+        after = t.auth_counts()
+        checks = {k: round(after.get(k, 0.0) - before.get(k, 0.0)) for k in ("success", "cached", "failure", "missing")}
+        r["s3gate_auth_total"] = checks
+        if r["ok"] == 0 or r["errors"]:
+            raise RuntimeError(f"authenticated setup failed: {r}")
+        if checks["failure"] or checks["missing"] or checks["cached" if cached else "success"] < r["ok"] \
+                or checks["success" if cached else "cached"]:
+            raise RuntimeError(f"expected every check {'a cache hit' if cached else 'hashed'}: "
+                               f"{r['ok']} tunnels, s3gate_auth_total went up by {checks}")
+        return self.measured(r["ok"] / r["seconds"], r, lambda s: s * 1000 / (r["ok"] / 1000))
+
     def setup(self, proxy):
         secs = 2 if self.quick else 6
         r = self.loadgen_json(["setup", "--conns", "50", "--count", "2000000", "--size", "100",
@@ -788,6 +946,12 @@ def workloads(runner, quick):
         ("down8", "8 CONNECT tunnels, download", "MB/s", True, "CPU-s/GiB", lambda p: runner.bulk(p, "down", 8), None, True),
         ("setup", "tunnel setup (connect, CONNECT, 200, 100 B echo, close), 50 clients", "tunnels/s", True,
          "CPU-ms/1000", runner.setup, None, True),
+        # s3gate only: its twin with auth.users_file (the no-proxy row: the same loop, no auth).
+        ("setup_auth", "tunnel setup with Proxy-Authorization, one user, cached (cache_ttl 5m), 50 clients",
+         "tunnels/s", True, "CPU-ms/1000", lambda p: runner.setup_auth(p, True), None, True),
+        ("setup_auth_uncached", f"tunnel setup, every check hashed (bcrypt cost {AUTH_BCRYPT_COST}, cache_ttl 0s, "
+         f"a user per CONNECT), 8 clients, {60 if quick else 300} tunnels", "tunnels/s", True, "CPU-ms/1000",
+         lambda p: runner.setup_auth(p, False), None, True),
         ("pingpong", "100 B ping-pong in one tunnel, all pinned to CPU 0", "p50 (p99) us", False,
          "CPU-us/RT", runner.pingpong, None, True),
         ("http1k", "plain HTTP 1 KiB GET, keep-alive, 50 clients", "req/s", True, "CPU-ms/1000",
@@ -856,6 +1020,16 @@ def syscall_profile(runner, proxy, mib):
     return out
 
 
+def measured_process(runner, proxy, name):
+    """The s3gate process a workload's CPU is read from: the upstream-TLS twin for the
+    utls_* rows, the authentication twins for setup_auth*, else s3gate itself."""
+    if name.startswith("utls_"):
+        return proxy.twin()
+    if name in ("setup_auth", "setup_auth_uncached"):
+        return proxy.auth_twin(runner.auth_users(), name == "setup_auth")
+    return proxy
+
+
 def perf_profile(runner, proxy, name, fn):
     """perf record (cpu-clock: no hardware counters needed) on the proxy while
     workload `name` runs once; returns where its CPU went: kernel, user-space
@@ -863,7 +1037,10 @@ def perf_profile(runner, proxy, name, fn):
     if not shutil.which("perf"):
         return {"skipped": "perf is not installed (Debian: linux-perf)"}
     data = os.path.join(runner.args.workdir_path, f"perf-{proxy.name}-{name}.data")
-    target = proxy.twin() if name.startswith("utls_") else proxy  # the upstream-TLS rows run in the twin
+    try:
+        target = measured_process(runner, proxy, name)
+    except NotApplicable as e:
+        return {"skipped": str(e)}
     rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-o", data,
                             "-p", str(target.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
@@ -904,7 +1081,10 @@ def strace_workload(runner, proxy, name, fn):
     and bytes per read call, e.g. whether OpenSSL reads each record in two calls."""
     if not shutil.which("strace"):
         return {"skipped": "strace is not installed"}
-    target = proxy.twin() if name.startswith("utls_") else proxy
+    try:
+        target = measured_process(runner, proxy, name)
+    except NotApplicable as e:
+        return {"skipped": str(e)}
     path = os.path.join(runner.args.workdir_path, f"strace-{target.name}-{name}.txt")
     tr = subprocess.Popen(["strace", "-c", "-f", "-o", path, "-p", str(target.pid)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -922,8 +1102,14 @@ def strace_workload(runner, proxy, name, fn):
             mm = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
             if mm and mm.group(2) != "total":
                 calls[mm.group(2)] = int(mm.group(1))
-    mib = max(moved / MIB, 1e-9)
     reads = sum(calls.get(k, 0) for k in ("read", "recvfrom", "readv", "recvmsg"))
+    if moved == 0 and m["raw"].get("ok"):
+        # A row that counts tunnels or requests (setup*, ...): calls per one of them.
+        n = m["raw"]["ok"]
+        return {"process": target.name, "units": n,
+                "per_unit": {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+                             if v / n >= 0.01}, "file": path}
+    mib = max(moved / MIB, 1e-9)
     return {"process": target.name, "mib": round(mib, 1),
             "per_mib": {k: round(v / mib, 1) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
                         if v / mib >= 0.05},
@@ -1036,6 +1222,7 @@ def install_peers(wanted, no_install):
                    env=env, check=False, timeout=900)
 
 def main():
+    global ORIGIN_IP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, one round, seconds")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"),
@@ -1044,8 +1231,8 @@ def main():
                     help="the s3gate binary to measure (default: BUILD_DIR/s3gate), e.g. one built from a clean "
                     "git archive of HEAD while proxy/ is being edited")
     ap.add_argument("--rounds", type=int, default=None, help="rounds per measurement, median reported (3; quick: 1)")
-    ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,pingpong,"
-                    "http1k,get64m,put64m,idle5000,...)")
+    ap.add_argument("--only", default="", help="comma-separated workload names (down1,up1,down8,setup,setup_auth,"
+                    "setup_auth_uncached,pingpong,http1k,get64m,put64m,idle5000,...)")
     ap.add_argument("--proxies", default="none,s3gate-w1,s3gate-w1-nolog,s3gate-w2,squid,tinyproxy")
     ap.add_argument("--compare", default=None,
                     help="another s3gate binary, measured as column s3gate-w1-b (w1, the same configuration) "
@@ -1061,8 +1248,14 @@ def main():
     ap.add_argument("--strace", default=None,
                     help="after the measurements, run these workloads once more (comma-separated names) with "
                     "`strace -c -f` on s3gate w1 (its upstream-TLS twin for utls_*): system calls per MiB")
+    ap.add_argument("--origin-ip", default=ORIGIN_IP,
+                    help=f"the loopback address the upstream listens on (ports 80, 443 and one more; default "
+                         f"{ORIGIN_IP}): another address lets two runs share a machine without sharing ports")
     ap.add_argument("--output", default=os.path.join(HERE, "results", "last.json"))
     args = ap.parse_args()
+    if not args.origin_ip.startswith("127."):
+        raise SystemExit(f"--origin-ip {args.origin_ip}: a loopback address (127.0.0.0/8) only")
+    ORIGIN_IP = args.origin_ip
     rounds = args.rounds or (1 if args.quick else 3)
     started = time.time()
 
@@ -1200,6 +1393,8 @@ def main():
             p.stop()
         upstream.stop()
 
+    if isinstance(runner._auth, AuthUsers):
+        results["meta"]["auth_hash"] = runner._auth.info()
     results["meta"]["seconds"] = round(time.time() - started, 1)
     order = [p.name for p in proxies]
     text = table(results, order, specs)
@@ -1245,8 +1440,18 @@ def main():
     for wname, st in results.get("straces", {}).items():
         if "skipped" in st:
             continue
+        if "per_unit" in st:
+            print(f"- strace -c of {st['process']}, {wname} ({st['units']} done): calls per tunnel or request "
+                  f"{st['per_unit']}")
+            continue
         print(f"- strace -c of {st['process']}, {wname} ({st['mib']} MiB): calls per MiB {st['per_mib']}; "
               f"bytes moved per read call {st['bytes_per_read']}")
+    ah = results["meta"].get("auth_hash")
+    if ah:
+        per = ah["cpu_ms_per_hash"]
+        print(f"- authentication rows: {ah['users']} users, one {ah['kind']} hash made by {ah['made_by']}; "
+              + (f"one verification (crypt() in run.py) {per:.1f} CPU-ms: the uncached row's floor is "
+                 f"{per * 1000:,.0f} CPU-ms per 1000 tunnels on top of setup" if per else "verification not timed"))
     floor = results["meta"].get("cipher_floor")
     if floor:
         print(f"- cipher floor: `{floor['command']}` ({floor['version']}): {floor['mb_per_s']:,} MB/s on one core, "
