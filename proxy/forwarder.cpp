@@ -699,7 +699,7 @@ class StreamForwarder final : public Forwarder {
                   error ? CloseCause::upstream_error : CloseCause::upstream_eof);
       return;
     }
-    if (response_body_.atEof() == BodyError::none) {
+    if (response_body_.atEof() == BodyError::none && upstream_->cleanEnd()) {
       response_done_ = true;  // a body delimited by the close
       keep_client_ = false;
       return;
@@ -854,6 +854,7 @@ class StreamForwarder final : public Forwarder {
     bool request_complete = request_body_.done() && to_upstream_.pending() == 0 &&
                             up_.in_pipe == 0 && !upstream_write_failed_;
     if (truncated_) {
+      result_.truncated = true;
       finish(CloseCause::upstream_eof, false);
       return;
     }

@@ -53,10 +53,13 @@ struct ForwardResult {
   // The upstream closed or reset the connection without sending a byte: on a
   // reused connection the request may be sent again on a new one.
   bool upstream_silent = false;
-  int status = 0;                       // the final response status relayed
-  uint64_t bytes_up = 0;                // every byte sent upstream (head, body, chunk framing)
-  uint64_t bytes_down = 0;              // every byte sent to the client (interim heads too)
-  bool client_reusable = false;         // the client connection may carry the next request
+  int status = 0;                // the final response status relayed
+  uint64_t bytes_up = 0;         // every byte sent upstream (head, body, chunk framing)
+  uint64_t bytes_down = 0;       // every byte sent to the client (interim heads too)
+  bool client_reusable = false;  // the client connection may carry the next request
+  // The response was cut short after bytes of it reached the client: it must
+  // get a reset, since a clean end would pass a close-delimited body off as whole.
+  bool truncated = false;
   std::unique_ptr<Stream> upstream;     // set when the upstream connection may be reused
   std::string leftover;                 // client bytes after this request's body (the next request)
   CloseCause close = CloseCause::none;  // how the exchange ended, for the log

@@ -920,6 +920,11 @@ void Session::onForwardDone(ForwardResult result) {
   if (result.upstream) {
     owner_.pool().put(request_.pool_key, std::move(result.upstream), r.upstream.value_or(""));
   }
+  if (result.truncated) {
+    setResetOnClose(client_->fd());
+    finish(r.close);
+    return;
+  }
   if (!result.client_reusable || owner_.draining()) {
     if (result.client_reusable) {
       r.close = CloseCause::draining;

@@ -36,6 +36,11 @@ void setTcpOptions(int fd, Duration keepalive) {
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
 }
 
+void setResetOnClose(int fd) {
+  linger abort{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+}
+
 UniqueFd listenOn(const SocketAddress& address, int backlog, std::string* error) {
   sockaddr_storage storage{};
   socklen_t len = address.toSockaddr(&storage);

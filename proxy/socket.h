@@ -50,6 +50,10 @@ bool setNonBlocking(int fd);
 // connection.
 void setTcpOptions(int fd, Duration keepalive);
 // A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT.
+// Makes the next close() of `fd` send a reset instead of an end (SO_LINGER 0):
+// for a peer that must not take what it got for everything.
+void setResetOnClose(int fd);
+
 UniqueFd listenOn(const SocketAddress& address, int backlog, std::string* error);
 // Starts a non-blocking connect; *in_progress is true when it has to be waited for.
 UniqueFd startConnect(const SocketAddress& address, bool* in_progress, int* error);

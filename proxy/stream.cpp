@@ -86,6 +86,7 @@ class TlsStream final : public Stream {
   int fd() const override { return fd_.get(); }
   bool isTls() const override { return true; }
   SSL* ssl() const override { return ssl_.get(); }
+  bool cleanEnd() const override { return !unclean_end_; }
   // Decrypted bytes, records read ahead (unless the last read found only part
   // of one), or (a buffer BIO holding a prefix) encrypted bytes not yet read.
   bool hasBufferedInput() const override {
@@ -320,6 +321,17 @@ class TlsStream final : public Stream {
         }
         error_ = opensslErrors();
         return {Io::error, 0};
+      case SSL_ERROR_SSL:
+        if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+          // A FIN without close_notify (contexts without
+          // SSL_OP_IGNORE_UNEXPECTED_EOF): an end, but not a clean one.
+          ERR_clear_error();
+          unclean_end_ = true;
+          error_ = "connection closed without a TLS close_notify";
+          return {Io::eof, 0};
+        }
+        error_ = opensslErrors();
+        return {Io::error, 0};
       default:
         error_ = opensslErrors();
         return {Io::error, 0};
@@ -328,11 +340,12 @@ class TlsStream final : public Stream {
 
   UniqueFd fd_;
   SslPtr ssl_;
-  std::string pending_;      // ciphertext the socket has not taken yet
-  size_t pending_sent_ = 0;  // of pending_, already sent
-  size_t unconfirmed_ = 0;   // plaintext whose records wait in pending_
-  bool starved_ = false;     // the last read found only part of a record
-  bool broken_ = false;      // a send failed: the stream is done
+  std::string pending_;       // ciphertext the socket has not taken yet
+  size_t pending_sent_ = 0;   // of pending_, already sent
+  size_t unconfirmed_ = 0;    // plaintext whose records wait in pending_
+  bool starved_ = false;      // the last read found only part of a record
+  bool broken_ = false;       // a send failed: the stream is done
+  bool unclean_end_ = false;  // the peer closed without a close_notify
 };
 
 }  // namespace

@@ -42,6 +42,10 @@ class Stream {
   virtual Result write(const char* buf, size_t len) = 0;
   // Bytes already read from the socket and waiting inside the stream (TLS).
   virtual bool hasBufferedInput() const { return false; }
+  // After a read returned eof: whether the peer ended the stream properly.
+  // TLS: false when the connection closed without a close_notify, which a
+  // body delimited by the close must not take for its end (RFC 9112 9.8).
+  virtual bool cleanEnd() const { return true; }
   // Sends EOF (TLS: close_notify, then SHUT_WR).
   virtual void shutdownWrite() = 0;
   // Plain streams give their socket away (to the relay); TLS streams cannot.

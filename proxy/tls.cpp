@@ -104,9 +104,9 @@ std::shared_ptr<TlsClientContext> TlsClientContext::create(const std::string& ca
   SSL_CTX* c = ctx->ctx_.get();
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
-  // A peer that closes without close_notify after a framed message is normal
-  // for HTTP; the framing, not TLS, says whether anything was cut short.
-  SSL_CTX_set_options(c, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // A peer that closes without close_notify reads as an end that was not
+  // clean (Stream::cleanEnd): normal after a framed message, a truncation of
+  // a body delimited by the close.
   int loaded = ca_file.empty() ? SSL_CTX_set_default_verify_paths(c)
                                : SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr);
   if (loaded != 1) {

@@ -540,10 +540,8 @@ class ForwardFaultTest(h.ForwardTestCase, FaultCase):
         self.assert_healthy()
 
     # Bug: with SSL_OP_IGNORE_UNEXPECTED_EOF (proxy/tls.cpp) an upstream's TCP
-    # FIN without close_notify reads as a clean TLS end (proxy/stream.cpp), so a
-    # close-delimited response cut short by it is passed on and logged as a
-    # complete one ("proxy_close"); RFC 9112 section 9.8 says it is incomplete.
-    @unittest.expectedFailure
+    # A FIN without close_notify ends a close-delimited response short (RFC
+    # 9112 section 9.8): the client must not get a clean end.
     def test_close_delimited_body_cut_without_close_notify_is_a_truncation(self):
         up = self.upstream(responder=lambda req: [
             h.http_response(200, length=False) + b"partial", 0.2, "fin"])
