@@ -2,6 +2,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <malloc.h>
 
 #include <csignal>
 #include <cstdio>
@@ -104,9 +105,24 @@ int explain(const Config& config, const std::vector<std::string>& args) {
   return d.verdict == Verdict::deny ? 1 : 0;
 }
 
+// glibc gives the top of a heap back to the kernel once more than the trim
+// threshold is free there, and its mmap threshold moves with what is freed.
+// OpenSSL frees a TLS stream's 64 KiB read buffer whenever it is drained
+// (SSL_MODE_RELEASE_BUFFERS, so that idle tunnels hold none) and takes it
+// again at the next record: once handshakes have grown and fragmented the
+// workers' heaps, that churn returned pages and faulted them in again,
+// measured at +0.7 CPU-s per GiB for an inspected download. Fixed thresholds
+// keep freed memory for reuse (up to 32 MiB per heap) and leave mmap to the
+// few allocations above 1 MiB.
+void tuneMalloc() {
+  mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  tuneMalloc();
   std::string config_path;
   bool check = false;
   std::vector<std::string> explain_args;
