@@ -6,7 +6,7 @@
 #  - with ThreadSanitizer: the tests that run several workers, reloads and the
 #    access-log thread (TSAN_TESTS below);
 #  - with clang and libFuzzer: each fuzz harness for S3GATE_FUZZ_SECONDS
-#    (default 15) from its seeds; any crash, hang or sanitizer report fails.
+#    (default 10) from its seeds; any crash, hang or sanitizer report fails.
 #    The inputs found stay in build-fuzz/fuzz-run/NAME/corpus for the next
 #    run; a failing input is written there as crash-*, timeout-* or oom-*.
 # Each stage prints how long it took.
@@ -14,7 +14,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 jobs="$(nproc)"
-fuzz_seconds="${S3GATE_FUZZ_SECONDS:-15}"
+fuzz_seconds="${S3GATE_FUZZ_SECONDS:-10}"
 
 # The ThreadSanitizer selection: the unit tests that start threads, and the
 # integration tests with several workers, SIGHUP reloads, drains and many
