@@ -220,6 +220,18 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// `data` in chunked framing, `piece` bytes a chunk, then the last chunk.
+std::string chunkedBody(const std::string& data, size_t piece) {
+  std::string chunked;
+  for (size_t at = 0; at < data.size(); at += piece) {
+    std::string part = data.substr(at, piece);
+    char size[32];
+    snprintf(size, sizeof(size), "%zx\r\n", part.size());
+    chunked += size + part + "\r\n";
+  }
+  return chunked + "0\r\n\r\n";
+}
+
 }  // namespace
 
 TEST_CASE("forwarder splices a PUT and a GET byte-exact, then keeps both connections",
@@ -375,15 +387,7 @@ TEST_CASE("forwarder: a response read until the close is spliced to the end", "[
 
 TEST_CASE("forwarder copies chunked and small bodies, counting every byte", "[forwarder]") {
   Harness h;
-  std::string chunked;
-  std::string data = pattern(300000, 8);
-  for (size_t at = 0; at < data.size(); at += 70000) {
-    std::string piece = data.substr(at, 70000);
-    char size[32];
-    snprintf(size, sizeof(size), "%zx\r\n", piece.size());
-    chunked += size + piece + "\r\n";
-  }
-  chunked += "0\r\n\r\n";
+  const std::string chunked = chunkedBody(pattern(300000, 8), 70000);
   const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
   h.start(kGetHead);
   h.origin_peer.out = head;
@@ -474,15 +478,7 @@ TEST_CASE("forwarder paces bodies by a bandwidth quota, byte-exact", "[forwarder
   }
 
   SECTION("a copied chunked response body (down)") {
-    std::string chunked;
-    const std::string data = pattern(length, 11);
-    for (size_t at = 0; at < data.size(); at += 50000) {
-      std::string piece = data.substr(at, 50000);
-      char size[32];
-      snprintf(size, sizeof(size), "%zx\r\n", piece.size());
-      chunked += size + piece + "\r\n";
-    }
-    chunked += "0\r\n\r\n";
+    const std::string chunked = chunkedBody(pattern(length, 11), 50000);
     const std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
     auto start = std::chrono::steady_clock::now();
     h.start(kGetHead);
