@@ -934,8 +934,12 @@ class StreamForwarder final : public Forwarder {
         upstream |= upstream_->writeWants();
       }
     }
-    // An unwanted client read stays registered until it fires (see init).
-    bool keep_client_read = !client_read_unwanted_ && !up_wait_.paced &&
+    // An unwanted client read stays registered until it fires (see init). Not
+    // while the body is wanted but has no room (a full pipe or buffer): the
+    // client is readable then, and a registered read would wake the loop at
+    // once, again and again, until the upstream drained.
+    bool backed_up = bodyWanted() && !client_read_blocked_;
+    bool keep_client_read = !backed_up && !client_read_unwanted_ && !up_wait_.paced &&
                             event_pending(client_read_.get(), EV_READ, nullptr);
     setEventWanted(client_read_.get(), (client & EV_READ) != 0 || keep_client_read);
     setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);

@@ -345,6 +345,35 @@ TEST_CASE("forwarder: a request pipelined right after a spliced body stays for t
   CHECK(rest == next);
 }
 
+TEST_CASE("forwarder: an upload the origin does not take leaves the loop asleep", "[forwarder]") {
+  // The client has more body than the pipe and the origin's socket hold: the
+  // forwarder must stop watching the client until there is room, not wake
+  // the loop over and over because the client stays readable.
+  Harness h;
+  const size_t length = 64 * 1024 * 1024;
+  h.start(putHead(length));
+  h.client_peer.out = pattern(48 * 1024 * 1024, 12);
+  auto fill_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (std::chrono::steady_clock::now() < fill_until) {
+    h.client_peer.step();  // the origin reads nothing
+    event_base_loop(h.base.get(), EVLOOP_ONCE | EVLOOP_NONBLOCK);
+  }
+  REQUIRE(h.client_peer.sent < h.client_peer.out.size());  // backed up to the client
+  bool ended = false;
+  EventPtr timer(evtimer_new(
+      h.base.get(), [](evutil_socket_t, short, void* arg) { *static_cast<bool*>(arg) = true; },
+      &ended));
+  timeval tv{0, 200 * 1000};
+  evtimer_add(timer.get(), &tv);
+  int wakeups = 0;
+  while (!ended && wakeups < 100000) {
+    event_base_loop(h.base.get(), EVLOOP_ONCE);  // blocks until something is ready
+    ++wakeups;
+  }
+  CHECK(wakeups < 20);
+  CHECK_FALSE(h.result.has_value());
+}
+
 TEST_CASE("forwarder: the origin closing mid-body ends the exchange with what came",
           "[forwarder]") {
   Harness h;
