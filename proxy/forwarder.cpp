@@ -88,13 +88,6 @@ struct SpliceWay {
   bool refused = false;  // the kernel cannot splice these sockets: copy instead
 };
 
-// One direction's wait for the bandwidth budget (with a pacer).
-struct PaceWait {
-  bool paced = false;  // out of budget: no body reads until the timer
-  Clock::time_point since;
-  EventPtr timer;
-};
-
 class StreamForwarder final : public Forwarder {
  public:
   StreamForwarder(event_base* base, Stream& client, std::unique_ptr<Stream> upstream,
@@ -131,12 +124,10 @@ class StreamForwarder final : public Forwarder {
         !kick_) {
       return false;
     }
-    if (options_.pacer) {
-      up_wait_.timer.reset(evtimer_new(base_, &onUpPaceTimer, this));
-      down_wait_.timer.reset(evtimer_new(base_, &onDownPaceTimer, this));
-      if (!up_wait_.timer || !down_wait_.timer) {
-        return false;
-      }
+    if (!up_pace_.init(base_, options_.pacer.get(), PaceDirection::up, &onUpPaceTimer, this) ||
+        !down_pace_.init(base_, options_.pacer.get(), PaceDirection::down, &onDownPaceTimer,
+                         this)) {
+      return false;
     }
     handshaking_ = upstream_->isTls();
     // The response cannot be there yet: the upstream is read once its socket
@@ -181,7 +172,7 @@ class StreamForwarder final : public Forwarder {
 
   static void onIdle(evutil_socket_t, short, void* arg) {
     auto* self = static_cast<StreamForwarder*>(arg);
-    if (self->up_wait_.paced || self->down_wait_.paced) {
+    if (self->up_pace_.waiting() || self->down_pace_.waiting()) {
       self->last_activity_ = Clock::now();  // waiting for the bandwidth budget
     }
     auto idle = std::chrono::duration_cast<Duration>(Clock::now() - self->last_activity_);
@@ -212,46 +203,23 @@ class StreamForwarder final : public Forwarder {
 
   // --- pacing (a bandwidth quota)
 
-  PaceWait& waitOf(PaceDirection direction) {
-    return direction == PaceDirection::up ? up_wait_ : down_wait_;
+  PaceGate& gateOf(PaceDirection direction) {
+    return direction == PaceDirection::up ? up_pace_ : down_pace_;
   }
 
   // The bytes the next body read in `direction` may take. 0: none, and the
   // direction reads nothing until its timer (its source backs up meanwhile).
-  size_t allowance(PaceDirection direction) {
-    if (!options_.pacer) {
-      return std::numeric_limits<size_t>::max();
-    }
-    PaceWait& wait = waitOf(direction);
-    if (wait.paced) {
-      return 0;
-    }
-    Clock::time_point now = Clock::now();
-    size_t allowed = options_.pacer->allowance(direction, now);
-    if (allowed == 0) {
-      wait.paced = true;
-      wait.since = now;
-      timeval tv = toTimeval(options_.pacer->resumeAfter(direction, now));
-      evtimer_add(wait.timer.get(), &tv);
-    }
-    return allowed;
-  }
+  size_t allowance(PaceDirection direction) { return gateOf(direction).allowance(Clock::now()); }
 
   // `bytes` of a body were read in `direction`: they come off the budget.
   void consume(PaceDirection direction, size_t bytes) {
-    if (options_.pacer && bytes > 0) {
-      options_.pacer->consume(direction, bytes, Clock::now());
-    }
+    gateOf(direction).consume(bytes, Clock::now());
   }
 
   void resume(PaceDirection direction, Clock::time_point now) {
-    PaceWait& wait = waitOf(direction);
-    if (!wait.paced) {
-      return;
+    if (gateOf(direction).resume(now)) {
+      last_activity_ = now;  // waiting for the budget is not idleness
     }
-    wait.paced = false;
-    last_activity_ = now;  // waiting for the budget is not idleness
-    options_.pacer->paced(direction, std::chrono::duration<double>(now - wait.since).count());
   }
 
   // Moves as many bytes as every side allows, then waits for the readiness
@@ -890,12 +858,10 @@ class StreamForwarder final : public Forwarder {
     }
     idle_timer_.reset();
     kick_.reset();
-    if (options_.pacer) {
-      Clock::time_point now = Clock::now();
-      resume(PaceDirection::up, now);  // a wait cut short still counts
-      resume(PaceDirection::down, now);
-      up_wait_.timer.reset();
-      down_wait_.timer.reset();
+    Clock::time_point now = Clock::now();
+    for (PaceGate* gate : {&up_pace_, &down_pace_}) {
+      gate->resume(now);  // a wait cut short still counts
+      gate->stop();
     }
     releasePipes();
     // The socket events go after on_done: the owner and the pool add theirs
@@ -917,7 +883,7 @@ class StreamForwarder final : public Forwarder {
     short client = 0;
     short upstream = 0;
     // A paced direction does not watch its source: the pace timer resumes it.
-    if (bodyWanted() && client_read_blocked_ && !up_wait_.paced) {
+    if (bodyWanted() && client_read_blocked_ && !up_pace_.waiting()) {
       client |= client_.readWants();
     }
     if ((to_client_.pending() > 0 || down_.in_pipe > 0) && client_write_blocked_) {
@@ -926,7 +892,7 @@ class StreamForwarder final : public Forwarder {
     if (handshaking_) {
       upstream |= upstream_->wantEvents();
     } else {
-      if (!response_done_ && !upstream_eof_ && upstream_read_blocked_ && !down_wait_.paced) {
+      if (!response_done_ && !upstream_eof_ && upstream_read_blocked_ && !down_pace_.waiting()) {
         upstream |= upstream_->readWants();
       }
       bool up_pending = to_upstream_.pending() > 0 || up_.in_pipe > 0;
@@ -939,7 +905,7 @@ class StreamForwarder final : public Forwarder {
     // client is readable then, and a registered read would wake the loop at
     // once, again and again, until the upstream drained.
     bool backed_up = bodyWanted() && !client_read_blocked_;
-    bool keep_client_read = !backed_up && !client_read_unwanted_ && !up_wait_.paced &&
+    bool keep_client_read = !backed_up && !client_read_unwanted_ && !up_pace_.waiting() &&
                             event_pending(client_read_.get(), EV_READ, nullptr);
     setEventWanted(client_read_.get(), (client & EV_READ) != 0 || keep_client_read);
     setEventWanted(client_write_.get(), (client & EV_WRITE) != 0);
@@ -965,8 +931,8 @@ class StreamForwarder final : public Forwarder {
   Outbox to_client_;
   SpliceWay up_;              // request body, client -> upstream
   SpliceWay down_;            // response body, upstream -> client
-  PaceWait up_wait_;          // with a pacer: the request body's wait for the budget
-  PaceWait down_wait_;        // the response body's
+  PaceGate up_pace_;          // with a pacer: the request body's budget
+  PaceGate down_pace_;        // the response body's
   PipePool* pool_ = nullptr;  // this thread's, joined at the first pipe
   std::thread::id pool_thread_;
   BodyFramer request_body_ = BodyFramer::none();

@@ -72,13 +72,11 @@ struct Flow {
   bool pipe_full = false;  // a splice into the pipe would block (its slots are used)
 
   bool src_eof = false;
-  bool done = false;          // EOF passed on as a write shutdown
-  uint64_t bytes = 0;         // bytes written to dst
-  uint64_t uncounted = 0;     // leading bytes not to count (the 200 head)
-  bool read_blocked = false;  // the last read would block (or drained the socket)
-  PaceDirection direction = PaceDirection::up;
-  bool paced = false;  // out of bandwidth budget: no reads until the pace timer
-  std::chrono::steady_clock::time_point paced_since;
+  bool done = false;           // EOF passed on as a write shutdown
+  uint64_t bytes = 0;          // bytes written to dst
+  uint64_t uncounted = 0;      // leading bytes not to count (the 200 head)
+  bool read_blocked = false;   // the last read would block (or drained the socket)
+  PaceGate pace;               // with a pacer: the budget asked before each read
   bool write_blocked = false;  // the last write would block (or filled the socket)
 
   size_t buffered() const { return end - begin; }
@@ -89,7 +87,7 @@ struct Flow {
     }
     return buf && buffered() == capacity;
   }
-  bool wantsRead() const { return !src_eof && !full() && !paced; }
+  bool wantsRead() const { return !src_eof && !full() && !pace.waiting(); }
   void ensureBuffer(size_t want) {
     if (!buf) {
       capacity = std::max(capacity, want);
@@ -115,7 +113,6 @@ class StreamRelay final : public Relay {
     up_.dst = upstream_.get();
     down_.src = upstream_.get();
     down_.dst = client_.get();
-    down_.direction = PaceDirection::down;
     for (Flow* d : {&up_, &down_}) {
       d->capacity = options_.buffer_bytes;
       d->src_plain = !d->src->isTls();
@@ -139,12 +136,10 @@ class StreamRelay final : public Relay {
     if (!client_event_ || !upstream_event_ || !idle_timer_) {
       return false;
     }
-    if (options_.pacer) {
-      up_pace_timer_.reset(evtimer_new(base_, &onUpPaceTimer, this));
-      down_pace_timer_.reset(evtimer_new(base_, &onDownPaceTimer, this));
-      if (!up_pace_timer_ || !down_pace_timer_) {
-        return false;
-      }
+    if (!up_.pace.init(base_, options_.pacer.get(), PaceDirection::up, &onUpPaceTimer, this) ||
+        !down_.pace.init(base_, options_.pacer.get(), PaceDirection::down, &onDownPaceTimer,
+                         this)) {
+      return false;
     }
     load(up_, prefix_up, false);
     load(down_, prefix_down, true);
@@ -290,14 +285,9 @@ class StreamRelay final : public Relay {
   // Reads from the source: spliced into the pipe when the direction may be
   // spliced and holds nothing in its buffer, else into the buffer.
   bool fill(Flow& d) {
-    size_t limit = std::numeric_limits<size_t>::max();
-    if (options_.pacer) {
-      Clock::time_point now = Clock::now();
-      limit = options_.pacer->allowance(d.direction, now);
-      if (limit == 0) {
-        pause(d, now);
-        return false;
-      }
+    size_t limit = d.pace.allowance(Clock::now());
+    if (limit == 0) {
+      return false;  // out of bandwidth budget: the pace timer resumes it
     }
     if (d.buffered() == 0 && d.in_pipe == 0) {
       bool inspecting = &d == &up_ && inspector_;
@@ -318,29 +308,14 @@ class StreamRelay final : public Relay {
     return d.pipe ? spliceIn(d, limit) : readInto(d, limit);
   }
 
-  // Out of bandwidth budget: the direction reads nothing until the pacer
-  // allows a slice again (its source backs up meanwhile).
-  void pause(Flow& d, Clock::time_point now) {
-    d.paced = true;
-    d.paced_since = now;
-    timeval tv = toTimeval(options_.pacer->resumeAfter(d.direction, now));
-    evtimer_add((&d == &up_ ? up_pace_timer_ : down_pace_timer_).get(), &tv);
-  }
-
-  void resume(Flow& d, Clock::time_point now) {
-    if (!d.paced) {
-      return;
-    }
-    d.paced = false;
-    last_activity_ = now;  // waiting for the budget is not idleness
-    options_.pacer->paced(d.direction, std::chrono::duration<double>(now - d.paced_since).count());
-  }
-
   void onPaceTimer(Flow& d) {
     if (finished_) {
       return;
     }
-    resume(d, Clock::now());
+    Clock::time_point now = Clock::now();
+    if (d.pace.resume(now)) {
+      last_activity_ = now;  // waiting for the budget is not idleness
+    }
     pumpAll();
   }
 
@@ -375,9 +350,7 @@ class StreamRelay final : public Relay {
       case Stream::Io::ok:
         last_activity_ = Clock::now();
         inspect_needs_more_ = false;
-        if (options_.pacer) {
-          options_.pacer->consume(d.direction, r.bytes, last_activity_);
-        }
+        d.pace.consume(r.bytes, last_activity_);
         // A plain socket that gave less than asked for is drained: the next
         // read waits for readiness instead of failing with EAGAIN.
         d.read_blocked = d.src_plain && r.bytes < room;
@@ -455,9 +428,7 @@ class StreamRelay final : public Relay {
       if (n > 0) {
         d.in_pipe += static_cast<size_t>(n);
         last_activity_ = Clock::now();
-        if (options_.pacer) {
-          options_.pacer->consume(d.direction, static_cast<size_t>(n), last_activity_);
-        }
+        d.pace.consume(static_cast<size_t>(n), last_activity_);
         d.bulk = static_cast<size_t>(n) >= kBulkReadBytes;
         // Short: the socket is drained (or the pipe's slots are used up,
         // which the next attempt finds out).
@@ -667,7 +638,7 @@ class StreamRelay final : public Relay {
     if (finished_) {
       return;
     }
-    if (up_.paced || down_.paced) {
+    if (up_.pace.waiting() || down_.pace.waiting()) {
       last_activity_ = Clock::now();  // waiting for the bandwidth budget
     }
     auto idle = std::chrono::duration_cast<Duration>(Clock::now() - last_activity_);
@@ -711,10 +682,9 @@ class StreamRelay final : public Relay {
     close_ = close;
     Clock::time_point now = Clock::now();
     for (Flow* d : {&up_, &down_}) {
-      resume(*d, now);  // a wait cut short still counts
+      d->pace.resume(now);  // a wait cut short still counts
+      d->pace.stop();
     }
-    up_pace_timer_.reset();
-    down_pace_timer_.reset();
     client_event_.reset();
     upstream_event_.reset();
     idle_timer_.reset();
@@ -745,8 +715,6 @@ class StreamRelay final : public Relay {
   EventPtr client_event_;  // the client socket, for what the flows wait on it
   EventPtr upstream_event_;
   EventPtr idle_timer_;
-  EventPtr up_pace_timer_;  // with a pacer: resumes a paced direction
-  EventPtr down_pace_timer_;
   Clock::time_point last_activity_;
   bool finished_ = false;
   bool inspect_needs_more_ = false;

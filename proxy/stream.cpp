@@ -10,6 +10,20 @@ namespace s3gate {
 
 namespace {
 
+// One send() of `data`, retried on EINTR: the bytes the socket took (0 when it
+// is full), or -1 with errno set.
+ssize_t sendOnce(int fd, const char* data, size_t len) {
+  while (true) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    if (n >= 0) {
+      return n;
+    }
+    if (errno != EINTR) {
+      return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    }
+  }
+}
+
 class PlainStream final : public Stream {
  public:
   explicit PlainStream(UniqueFd fd) : fd_(std::move(fd)) {}
@@ -40,21 +54,16 @@ class PlainStream final : public Stream {
 
   Result write(const char* buf, size_t len) override {
     write_wants_ = 0;
-    while (true) {
-      ssize_t n = send(fd_.get(), buf, len, MSG_NOSIGNAL);
-      if (n >= 0) {
-        return {Io::ok, static_cast<size_t>(n)};
-      }
-      if (errno == EINTR) {
-        continue;
-      }
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        write_wants_ = EV_WRITE;
-        return {Io::would_block, 0};
-      }
+    ssize_t n = sendOnce(fd_.get(), buf, len);
+    if (n < 0) {
       error_ = errnoText(errno);
       return {Io::error, 0};
     }
+    if (n == 0 && len > 0) {
+      write_wants_ = EV_WRITE;
+      return {Io::would_block, 0};
+    }
+    return {Io::ok, static_cast<size_t>(n)};
   }
 
   void shutdownWrite() override { shutdown(fd_.get(), SHUT_WR); }
@@ -236,21 +245,12 @@ class TlsStream final : public Stream {
 
   // Sends `data` once (retrying EINTR); how much went, or -1 after an error.
   ssize_t sendSome(const char* data, size_t len) {
-    while (true) {
-      ssize_t n = send(fd_.get(), data, len, MSG_NOSIGNAL);
-      if (n >= 0) {
-        return n;
-      }
-      if (errno == EINTR) {
-        continue;
-      }
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        return 0;
-      }
+    ssize_t n = sendOnce(fd_.get(), data, len);
+    if (n < 0) {
       error_ = errnoText(errno);
       broken_ = true;
-      return -1;
     }
+    return n;
   }
 
   // Sends what the last OpenSSL call staged; the rest becomes pending_.
