@@ -52,10 +52,20 @@ def log(msg):
 # processes
 
 
+_handed_out_ports = set()
+
+
 def free_port(ip="127.0.0.1"):
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
+    """A port free a moment ago, never one this run already handed out (the kernel
+    may give one port to two binds in a row)."""
+    for _ in range(64):
+        with socket.socket() as s:
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 64 tries")
 
 
 def raise_nofile():

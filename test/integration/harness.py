@@ -86,11 +86,23 @@ def wait_until(predicate, timeout=5.0, interval=0.02, message="condition"):
         time.sleep(interval)
 
 
+_handed_out_ports = set()
+
+
 def free_port(host=LOOPBACK):
-    """A TCP port that was free on `host` a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free on `host` a moment ago (bind to port 0, read it, close).
+
+    The kernel may hand the same port to two binds in a row once the first socket is
+    closed, so a test asking for a listener port and an admin port could get one port
+    twice; ports this process already handed out are never handed out again."""
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise AssertionError("no fresh free port after 64 tries")
 
 
 def clean_env(extra=None):
