@@ -37,11 +37,13 @@ struct Item {
   std::string path;
 };
 
+// An empty key is shown as "" so that the path still points somewhere.
 inline std::string childPath(const std::string& parent, std::string_view key) {
+  std::string shown = key.empty() ? std::string("\"\"") : std::string(key);
   if (parent.empty()) {
-    return std::string(key);
+    return shown;
   }
-  return parent + "." + std::string(key);
+  return parent + "." + shown;
 }
 
 inline std::string indexPath(const std::string& parent, size_t index) {

@@ -87,9 +87,10 @@ bool isHopByHop(std::string_view name);
 // its effect already (S3's POST ?delete, ?restore, multipart completion).
 bool isIdempotentMethod(std::string_view method);
 
-// The request to send upstream: "METHOD /path?query HTTP/1.1", then every field
-// line byte for byte as received and in order but the hop-by-hop ones, then
-// `add`. Host is kept as written (SigV4 signs it); a request in absolute-form
+// The request to send upstream: "METHOD /path?query HTTP/1.x" (the client's
+// own version: an HTTP/1.0 client cannot read a chunked answer), then every
+// field line byte for byte as received and in order but the hop-by-hop ones,
+// then `add`. Host is kept as written (SigV4 signs it); a request in absolute-form
 // without Host (HTTP/1.0) gets "Host: <authority of the target>". The head
 // must be absolute- or origin-form and have passed checkRequestFraming().
 [[nodiscard]] HeadPieces rewriteRequestHead(const RequestHead& head,
