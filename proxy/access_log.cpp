@@ -7,7 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <climits>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <string_view>
 
@@ -114,6 +117,14 @@ void appendJsonString(std::string& out, std::string_view text) {
   out += '"';
 }
 
+// Appends `value` as exactly `width` decimal digits (zero-padded).
+void appendDigits(char* at, int value, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    at[i] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  }
+}
+
 void appendTime(std::string& out, int64_t time_ms) {
   int64_t seconds = time_ms / 1000;
   int64_t millis = time_ms % 1000;
@@ -121,16 +132,35 @@ void appendTime(std::string& out, int64_t time_ms) {
     millis += 1000;
     seconds -= 1;
   }
-  time_t t = static_cast<time_t>(seconds);
-  tm parts{};
-  gmtime_r(&t, &parts);
-  char buffer[64];
-  int n = std::snprintf(buffer, sizeof(buffer), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                        parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour,
-                        parts.tm_min, parts.tm_sec, static_cast<int>(millis));
-  out += '"';
-  out.append(buffer, static_cast<size_t>(std::clamp(n, 0, static_cast<int>(sizeof(buffer)) - 1)));
-  out += '"';
+  // "YYYY-MM-DDTHH:MM:SS." changes once a second: it is formatted once per
+  // second per thread, and only the milliseconds per line.
+  thread_local int64_t cached_seconds = INT64_MIN;
+  thread_local char cached[20];
+  if (seconds != cached_seconds) {
+    time_t t = static_cast<time_t>(seconds);
+    tm parts{};
+    gmtime_r(&t, &parts);
+    appendDigits(cached, std::clamp(parts.tm_year + 1900, 0, 9999), 4);
+    cached[4] = '-';
+    appendDigits(cached + 5, parts.tm_mon + 1, 2);
+    cached[7] = '-';
+    appendDigits(cached + 8, parts.tm_mday, 2);
+    cached[10] = 'T';
+    appendDigits(cached + 11, parts.tm_hour, 2);
+    cached[13] = ':';
+    appendDigits(cached + 14, parts.tm_min, 2);
+    cached[16] = ':';
+    appendDigits(cached + 17, parts.tm_sec, 2);
+    cached[19] = '.';
+    cached_seconds = seconds;
+  }
+  char text[26];
+  text[0] = '"';
+  std::memcpy(text + 1, cached, sizeof(cached));
+  appendDigits(text + 21, static_cast<int>(millis), 3);
+  text[24] = 'Z';
+  text[25] = '"';
+  out.append(text, sizeof(text));
 }
 
 void appendKey(std::string& out, std::string_view key) {
@@ -160,7 +190,9 @@ void appendNullable(std::string& out, std::string_view key,
 template <typename Integer>
 void appendNumber(std::string& out, std::string_view key, Integer value) {
   appendKey(out, key);
-  out += std::to_string(value);
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof(digits), value);
+  out.append(digits, ec == std::errc() ? static_cast<size_t>(end - digits) : 0);
 }
 
 // Writes all of data, retrying on EINTR, partial writes and (for a descriptor

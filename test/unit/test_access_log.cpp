@@ -237,6 +237,13 @@ TEST_CASE("time is UTC with milliseconds") {
   CHECK(formatAccessRecord(r).rfind(R"({"time":"2000-02-29T00:00:00.007Z",)", 0) == 0);
   r.time_ms = -1;
   CHECK(formatAccessRecord(r).rfind(R"({"time":"1969-12-31T23:59:59.999Z",)", 0) == 0);
+  // The same second again, then the next: the date part follows each line's time.
+  r.time_ms = -999;
+  CHECK(formatAccessRecord(r).rfind(R"({"time":"1969-12-31T23:59:59.001Z",)", 0) == 0);
+  r.time_ms = 0;
+  CHECK(formatAccessRecord(r).rfind(R"({"time":"1970-01-01T00:00:00.000Z",)", 0) == 0);
+  r.time_ms = 253402300799999;  // the last millisecond of year 9999
+  CHECK(formatAccessRecord(r).rfind(R"({"time":"9999-12-31T23:59:59.999Z",)", 0) == 0);
 }
 
 TEST_CASE("hostile strings cannot forge a field or split the line") {
