@@ -3,7 +3,8 @@
 #include "common/host_name.h"
 
 #include <algorithm>
-#include <vector>
+#include <array>
+#include <span>
 
 namespace s3gate {
 
@@ -23,25 +24,47 @@ bool endsWith(std::string_view text, std::string_view suffix) {
   return text.size() >= suffix.size() && text.substr(text.size() - suffix.size()) == suffix;
 }
 
-std::vector<std::string_view> splitLabels(std::string_view text) {
-  std::vector<std::string_view> labels;
-  size_t start = 0;
-  while (true) {
-    size_t dot = text.find('.', start);
-    if (dot == std::string_view::npos) {
-      labels.push_back(text.substr(start));
-      return labels;
+// The pieces of `text` between `separator`s, held without a heap allocation
+// (names are decided for every request): a DNS name has at most 127 labels in
+// its 253 bytes. More pieces than that mark the list overflowed.
+class Pieces {
+ public:
+  static constexpr size_t kMax = 128;
+  Pieces(std::string_view text, char separator) {
+    size_t start = 0;
+    while (true) {
+      if (size_ == kMax) {
+        overflow_ = true;
+        return;
+      }
+      size_t at = text.find(separator, start);
+      if (at == std::string_view::npos) {
+        items_[size_++] = text.substr(start);
+        return;
+      }
+      items_[size_++] = text.substr(start, at - start);
+      start = at + 1;
     }
-    labels.push_back(text.substr(start, dot - start));
-    start = dot + 1;
   }
-}
+  bool overflow() const { return overflow_; }
+  size_t size() const { return size_; }
+  std::string_view operator[](size_t i) const { return items_[i]; }
+  std::span<const std::string_view> all() const { return {items_.data(), size_}; }
+  const std::string_view* begin() const { return items_.data(); }
+  const std::string_view* end() const { return items_.data() + size_; }
+  std::string_view back() const { return items_[size_ - 1]; }  // never empty
+
+ private:
+  std::array<std::string_view, kMax> items_;
+  size_t size_ = 0;
+  bool overflow_ = false;
+};
 
 // "192.168.5.4": four groups of digits. S3 refuses such bucket names, and a
 // virtual-hosted name made of one is an address in disguise.
 bool looksLikeIpv4(std::string_view text) {
-  auto labels = splitLabels(text);
-  if (labels.size() != 4) {
+  const Pieces labels(text, '.');
+  if (labels.size() != 4 || labels.overflow()) {
     return false;
   }
   for (auto label : labels) {
@@ -58,7 +81,7 @@ bool looksLikeIpv4(std::string_view text) {
 }
 
 // Joins labels[0, count) with dots: the bucket part of a virtual-hosted name.
-std::string joinLabels(const std::vector<std::string_view>& labels, size_t count) {
+std::string joinLabels(std::span<const std::string_view> labels, size_t count) {
   std::string out;
   for (size_t i = 0; i < count; ++i) {
     if (i > 0) {
@@ -79,7 +102,7 @@ struct EndpointMatch {
   bool fips = false;
 };
 
-EndpointMatch matchEndpoint(const std::vector<std::string_view>& labels, bool china) {
+EndpointMatch matchEndpoint(std::span<const std::string_view> labels, bool china) {
   EndpointMatch m;
   const size_t n = labels.size();
   if (n == 0) {
@@ -205,7 +228,7 @@ bool matchRegionalServiceLabel(std::string_view label, S3NameKind* kind, bool* f
   return false;
 }
 
-ServiceMatch matchService(const std::vector<std::string_view>& labels, bool china) {
+ServiceMatch matchService(std::span<const std::string_view> labels, bool china) {
   ServiceMatch m;
   const size_t n = labels.size();
   if (n == 0) {
@@ -339,7 +362,7 @@ bool isValidHostPattern(std::string_view pattern, std::string* why) {
   if (pattern.size() > 253) {
     return fail("the name is longer than 253 characters");
   }
-  const auto labels = splitLabels(pattern);
+  const Pieces labels(pattern, '.');  // 253 bytes: at most 127 labels
   for (size_t i = 0; i < labels.size(); ++i) {
     const std::string_view label = labels[i];
     if (label.empty()) {
@@ -392,17 +415,8 @@ bool isRegionName(std::string_view text) {
   if (text.size() > 63) {
     return false;
   }
-  std::vector<std::string_view> parts;
-  size_t start = 0;
-  while (true) {
-    size_t dash = text.find('-', start);
-    parts.push_back(text.substr(start, dash == std::string_view::npos ? dash : dash - start));
-    if (dash == std::string_view::npos) {
-      break;
-    }
-    start = dash + 1;
-  }
-  if (parts.size() < 3 || parts.front().size() != 2) {
+  const Pieces parts(text, '-');  // 63 bytes: at most 32 parts
+  if (parts.size() < 3 || parts[0].size() != 2) {
     return false;
   }
   for (size_t i = 0; i < parts.size(); ++i) {
@@ -434,7 +448,11 @@ S3Name parseS3Name(std::string_view host) {
   if (rest.empty()) {
     return name;
   }
-  const auto labels = splitLabels(rest);
+  const Pieces pieces(rest, '.');
+  if (pieces.overflow()) {
+    return name;  // not a DNS name
+  }
+  const std::span<const std::string_view> labels = pieces.all();
   const EndpointMatch m = matchEndpoint(labels, china);
   if (m.label_count == 0) {
     const ServiceMatch service = matchService(labels, china);

@@ -466,3 +466,23 @@ TEST_CASE("isBucketEndpoint", "[s3name]") {
     CHECK_FALSE(isBucketEndpoint(kind));
   }
 }
+
+TEST_CASE("parseS3Name: a name of more labels than DNS allows is not S3", "[s3name]") {
+  // 127 labels fit in a DNS name; the labels are held without an allocation up
+  // to that, and a name past it is not an S3 name (nor a crash).
+  std::string host;
+  for (int i = 0; i < 200; ++i) {
+    host += "a.";
+  }
+  host += "s3.us-west-2.amazonaws.com";
+  CHECK(parseS3Name(host).kind == S3NameKind::not_s3);
+  // The most labels a bucket can have (63 bytes) still parse.
+  std::string bucket = "abc";
+  for (int i = 1; i < 16; ++i) {
+    bucket += ".abc";
+  }
+  REQUIRE(bucket.size() == 63);
+  S3Name fits = parseS3Name(bucket + ".s3.us-west-2.amazonaws.com");
+  CHECK(fits.kind == S3NameKind::virtual_hosted);
+  CHECK(fits.bucket == bucket);
+}
