@@ -16,6 +16,11 @@
 // reading_head: a request head arrives (header_timeout, size limits); it is
 //               decided against the runtime snapshot in force at that moment.
 // connecting:   the Connector turns the decision into a connected socket.
+//
+// While a request waits off the client connection (its password verified on
+// the Authenticator's threads, or connecting), the client's socket is still
+// watched, without consuming anything: a client that closes or resets ends the
+// wait and the session at once (watchWaitingClient()).
 // relaying:     CONNECT: the Relay owns both sockets until the tunnel ends.
 // forwarding:   plain HTTP: the Forwarder carries one request and its response.
 // responding:   an error or local response is written.
@@ -101,6 +106,7 @@ class Session {
     bool counted = false;          // in s3gate_requests_total
     bool upstream_reused = false;  // the forwarder's upstream came from the pool
     bool resent = false;           // sent again on a new connection
+    bool sent_ahead = false;       // the client sent bytes while it waited: no longer watched
     uint64_t counted_up = 0;       // of the current tunnel or exchange, in the byte counters
     uint64_t counted_down = 0;
     uint16_t upstream_port = 0;
@@ -121,6 +127,9 @@ class Session {
   void onPreambleDone(PreambleOutcome outcome);
   void acceptClient();
   void onReadable();
+  bool waitingOffClient() const;
+  void watchWaitingClient();
+  void onClientGone(CloseCause close);
   void readLinger();
   void onWritable();
   void onTimeout();
