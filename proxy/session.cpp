@@ -402,11 +402,11 @@ bool Session::waitingOffClient() const {
 //
 // A bare FIN while it waits is the client giving up, for CONNECT and plain
 // HTTP alike. For a tunnel nobody is left to send the 200 to. For plain HTTP a
-// half-close after a complete request is legal, but the common proxies treat
-// it as an abort by default (nginx logs 499 unless proxy_ignore_client_abort,
-// Squid closes unless half_closed_clients, HAProxy with abortonclose) and
-// clients that mean to read the answer keep their side open; one rule is
-// simpler to predict. A FIN behind bytes sent ahead is not seen here (the peek
+// half-close after a complete request is legal, but nginx (a 499 unless
+// proxy_ignore_client_abort) and Squid (unless half_closed_clients) treat it
+// as an abort by default, HAProxy does with option abortonclose, and clients
+// that mean to read the answer keep their side open; one rule is simpler to
+// predict. A FIN behind bytes sent ahead is not seen here (the peek
 // finds the bytes first): that request goes on as before, and the relay or the
 // forwarder meets the FIN. A reset is always the client gone.
 void Session::watchWaitingClient() {

@@ -16,17 +16,17 @@
 // reading_head: a request head arrives (header_timeout, size limits); it is
 //               decided against the runtime snapshot in force at that moment.
 // connecting:   the Connector turns the decision into a connected socket.
-//
-// While a request waits off the client connection (its password verified on
-// the Authenticator's threads, or connecting), the client's socket is still
-// watched, without consuming anything: a client that closes or resets ends the
-// wait and the session at once (watchWaitingClient()).
 // relaying:     CONNECT: the Relay owns both sockets until the tunnel ends.
 // forwarding:   plain HTTP: the Forwarder carries one request and its response.
 // responding:   an error or local response is written.
 // lingering:    after the response, the client's remaining bytes are read and
 //               dropped for a short while so the close does not turn into a
 //               reset that destroys the response before the client reads it.
+//
+// While a request waits off the client connection (its password verified on
+// the Authenticator's threads, or connecting), the client's socket is still
+// watched, without consuming anything: a client that closes or resets ends the
+// wait and the session at once (watchWaitingClient()).
 //
 // Everything about the current request lives in one Request value, reset
 // whole for the next one. libevent callbacks only dispatch to the on*()
