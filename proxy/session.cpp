@@ -1,6 +1,9 @@
 #include "proxy/session.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 
@@ -317,6 +320,10 @@ void Session::readLinger() {
 }
 
 void Session::onReadable() {
+  if (waitingOffClient()) {
+    watchWaitingClient();
+    return;
+  }
   if (state_ == State::lingering) {
     readLinger();
     return;
@@ -374,6 +381,66 @@ void Session::onReadable() {
     return;
   }
   parseBuffered();
+}
+
+// The request waits for something off the client connection: its password
+// being verified (auth_), or its upstream being resolved and connected.
+bool Session::waitingOffClient() const {
+  return auth_ != nullptr || state_ == State::connecting;
+}
+
+// client_read_ fired while the request waits. It looks without consuming
+// (MSG_PEEK): bytes the client sent ahead (a ClientHello right after CONNECT,
+// a request body, the next request) stay in the socket for the relay or the
+// forwarder, and over TLS the raw socket is looked at, never the TLS stream.
+//
+// No busy loop with the level-triggered client_read_: each wake-up either
+// finds bytes (the watch ends: event_del until the wait is over, and
+// connectUpstream() does not start it again for this request), or ends the
+// session (EOF or an error), or finds the socket empty (a spurious wake-up:
+// an empty socket is not reported again until something arrives).
+//
+// A bare FIN while it waits is the client giving up, for CONNECT and plain
+// HTTP alike. For a tunnel nobody is left to send the 200 to. For plain HTTP a
+// half-close after a complete request is legal, but nginx (a 499 unless
+// proxy_ignore_client_abort) and Squid (unless half_closed_clients) treat it
+// as an abort by default, HAProxy does with option abortonclose, and clients
+// that mean to read the answer keep their side open; one rule is simpler to
+// predict. A FIN behind bytes sent ahead is not seen here (the peek
+// finds the bytes first): that request goes on as before, and the relay or the
+// forwarder meets the FIN. A reset is always the client gone.
+void Session::watchWaitingClient() {
+  char byte = 0;
+  ssize_t n = recv(client_->fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n > 0) {
+    request_.sent_ahead = true;
+    event_del(client_read_.get());
+    return;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return;
+  }
+  onClientGone(n == 0 ? CloseCause::client_eof : CloseCause::client_error);
+}
+
+// The client left while its request waited: the wait is cancelled (the
+// attempt's and the verification's destructors cancel their callbacks, which
+// then never run), the connection slot and the quota lease go now, and the
+// line says how the client left. Nothing was answered: status 0. A decided
+// request keeps its decision and is counted once, as an allowed tunnel closed
+// before its first byte is; a request whose password was still being verified
+// was never decided: no verdict, no identity (the user was not verified), not
+// in s3gate_requests_total.
+void Session::onClientGone(CloseCause close) {
+  auth_.reset();
+  attempt_.reset();
+  AccessRecord& r = request_.record;
+  r.status = 0;
+  r.close = close;
+  if (request_.decided) {
+    countDecision(r.decision);
+  }
+  finish(close);
 }
 
 void Session::onClientHello() {
@@ -465,7 +532,8 @@ void Session::onHead() {
                              owner_.base(), owner_.metrics(), &now,
                              [this](AuthOutcome outcome) { onAuthDone(std::move(outcome)); });
     if (auth_) {
-      event_del(client_read_.get());  // nothing more is read until it is decided
+      // Nothing more is read until it is decided; client_read_ stays
+      // registered to notice a client that gives up (watchWaitingClient()).
       return;
     }
     if (!applyAuth(now)) {
@@ -723,6 +791,11 @@ void Session::countDecision(Verdict verdict) {
 
 void Session::connectUpstream() {
   transitionTo(State::connecting);
+  if (!request_.sent_ahead) {
+    // Watched while it waits (watchWaitingClient()); after a forward the
+    // forwarder had the socket, and from reading_head this costs nothing.
+    event_add(client_read_.get(), nullptr);
+  }
   const Decision& d = request_.decision;
   ConnectTarget target;
   target.host = d.host;
@@ -1129,6 +1202,7 @@ void Session::finish(CloseCause close) {
   transitionTo(State::closed);
   quota_lease_.release();  // the budget's connection count drops now, not at the reap
   attempt_.reset();
+  auth_.reset();  // its callback is never called now
   client_read_.reset();
   client_write_.reset();
   timer_.reset();

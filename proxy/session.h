@@ -23,6 +23,11 @@
 //               dropped for a short while so the close does not turn into a
 //               reset that destroys the response before the client reads it.
 //
+// While a request waits off the client connection (its password verified on
+// the Authenticator's threads, or connecting), the client's socket is still
+// watched, without consuming anything: a client that closes or resets ends the
+// wait and the session at once (watchWaitingClient()).
+//
 // Everything about the current request lives in one Request value, reset
 // whole for the next one. libevent callbacks only dispatch to the on*()
 // methods. A session never destroys itself: its owner reaps it.
@@ -101,6 +106,7 @@ class Session {
     bool counted = false;          // in s3gate_requests_total
     bool upstream_reused = false;  // the forwarder's upstream came from the pool
     bool resent = false;           // sent again on a new connection
+    bool sent_ahead = false;       // the client sent bytes while it waited: no longer watched
     uint64_t counted_up = 0;       // of the current tunnel or exchange, in the byte counters
     uint64_t counted_down = 0;
     uint16_t upstream_port = 0;
@@ -121,6 +127,9 @@ class Session {
   void onPreambleDone(PreambleOutcome outcome);
   void acceptClient();
   void onReadable();
+  bool waitingOffClient() const;
+  void watchWaitingClient();
+  void onClientGone(CloseCause close);
   void readLinger();
   void onWritable();
   void onTimeout();
