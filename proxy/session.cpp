@@ -273,6 +273,9 @@ void Session::abort() {
     return;
   }
   if (state_ != State::closed) {
+    if (state_ == State::connecting && request_.decided) {
+      countDecision(request_.record.decision);  // decided, not yet counted: once
+    }
     finish(CloseCause::shutdown);
   }
 }
@@ -526,6 +529,10 @@ void Session::onHead() {
     return;
   }
   if (head.target.form != TargetForm::origin) {
+    // What was asked for, as written, for the lines of requests that end
+    // before the name is decided (a 407); the decision puts its normalised name.
+    r.host = std::string(head.target.host);
+    r.port = head.target.port;
     // SPEC section 3, step 1a (proxy/auth.h): a hash is verified off the loop.
     AuthOutcome now;
     auth_ = authenticateHead(*request_.runtime, listener_, head, in_, origin_.ip.toString(),

@@ -152,6 +152,8 @@ class AuthTest(AuthTestCase):
                 rec = self.proxy.log_for_client(client)
                 self.assert_log(rec, decision="deny", reason=reason, status=407)
                 self.assertEqual(rec.get("identity"), identity, rec)
+                # The line names what was asked for, though no name was decided.
+                self.assertEqual((rec.get("host"), rec.get("port")), (MEDIA, self.echo.port), rec)
         # The same wrong password again: answered from the negative cache.
         _, resp = self.connect(headers={"Proxy-Authorization": basic("alice", "not-her-secret")})
         self.assert_407(resp, "auth_failed")
@@ -180,6 +182,7 @@ class AuthTest(AuthTestCase):
         self.assert_407(resp, "auth_required")
         rec = self.proxy.wait_for_log(lambda r: r.get("kind") == "http")
         self.assert_log(rec, method="GET", decision="deny", reason="auth_required", status=407)
+        self.assertEqual((rec.get("host"), rec.get("port")), (MEDIA, 80), rec)
         ping = h.http_get(self.proxy.port, "/ping")
         self.assertEqual((ping.status, ping.body), (200, b"OK"))
         self.assert_settled()

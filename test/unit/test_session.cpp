@@ -223,4 +223,20 @@ TEST_CASE("a client that leaves while the connector works cancels the attempt") 
   CHECK(f.session->state() == Session::State::closed);
   CHECK_FALSE(f.owner.connector_.waiting());
   CHECK(f.owner.reaped.size() == 1);
+  // It was decided before the connector started: counted once all the same.
+  CHECK(f.owner.metrics().requests(RequestKind::connect, Verdict::allow) == 1);
+}
+
+TEST_CASE("a client that closes while the connector works ends the wait at once") {
+  Fixture f;
+  sendAll(f.client.far.get(),
+          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+  f.owner.turn();
+  REQUIRE(f.owner.connector_.waiting());
+  f.client.far.reset();  // FIN
+  f.owner.turn();
+  CHECK(f.session->state() == Session::State::closed);
+  CHECK_FALSE(f.owner.connector_.waiting());
+  CHECK(f.owner.reaped.size() == 1);
+  CHECK(f.owner.metrics().requests(RequestKind::connect, Verdict::allow) == 1);
 }
