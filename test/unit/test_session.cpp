@@ -138,15 +138,20 @@ struct Fixture {
                                         *SocketAddress::parse("127.0.0.1:40000"), false);
     session->start();
   }
+
+  // The client asks for a tunnel to an allowed bucket; the loop turns.
+  void connectMedia() {
+    sendAll(client.far.get(),
+            "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+    owner.turn();
+  }
 };
 
 }  // namespace
 
 TEST_CASE("an allowed CONNECT asks the connector for the name, then relays") {
   Fixture f;
-  sendAll(f.client.far.get(),
-          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
-  f.owner.turn();
+  f.connectMedia();
   REQUIRE(f.owner.connector_.asked.size() == 1);
   CHECK(f.owner.connector_.asked[0].host == "media.s3.us-west-2.amazonaws.com");
   CHECK(f.owner.connector_.asked[0].port == 443);
@@ -181,9 +186,7 @@ TEST_CASE("a denied bucket never reaches the connector") {
 
 TEST_CASE("the address rules overrule an allowed decision: counted as the final deny") {
   Fixture f;
-  sendAll(f.client.far.get(),
-          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
-  f.owner.turn();
+  f.connectMedia();
   REQUIRE(f.owner.connector_.waiting());
   ConnectResult refused;
   refused.error = Reason::dns_pin_violation;
@@ -199,9 +202,7 @@ TEST_CASE("the address rules overrule an allowed decision: counted as the final 
 
 TEST_CASE("an upstream failure keeps the allow verdict and answers 502") {
   Fixture f;
-  sendAll(f.client.far.get(),
-          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
-  f.owner.turn();
+  f.connectMedia();
   ConnectResult failed;
   failed.error = Reason::connect_failed;
   f.owner.connector_.answer(std::move(failed));
@@ -215,9 +216,7 @@ TEST_CASE("an upstream failure keeps the allow verdict and answers 502") {
 
 TEST_CASE("a client that leaves while the connector works cancels the attempt") {
   Fixture f;
-  sendAll(f.client.far.get(),
-          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
-  f.owner.turn();
+  f.connectMedia();
   REQUIRE(f.owner.connector_.waiting());
   f.session->abort();  // the drain deadline
   CHECK(f.session->state() == Session::State::closed);
@@ -229,9 +228,7 @@ TEST_CASE("a client that leaves while the connector works cancels the attempt") 
 
 TEST_CASE("a client that closes while the connector works ends the wait at once") {
   Fixture f;
-  sendAll(f.client.far.get(),
-          "CONNECT media.s3.us-west-2.amazonaws.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
-  f.owner.turn();
+  f.connectMedia();
   REQUIRE(f.owner.connector_.waiting());
   f.client.far.reset();  // FIN
   f.owner.turn();
