@@ -304,9 +304,12 @@ class ClientFaultTest(FaultCase):
             self.dns.set_failure(host, "drop")
             names.append(send_and_vanish(self.proxy.port, h.connect_request(f"{host}:{self.echo.port}")))
         for client in names:
+            # Noticed while the lookup waits, not when it times out: nothing was
+            # answered (status 0), the decision stays, the reset is the close.
             rec = self.proxy.log_for_client(client, timeout=10)
-            self.assert_log(rec, kind="connect", decision="allow", reason="dns_timeout", status=504,
-                            bytes_up=0, bytes_down=0)
+            self.assert_log(rec, kind="connect", decision="allow", reason=None, status=0,
+                            bytes_up=0, bytes_down=0, close="client_error")
+            self.assertLess(rec["duration_ms"], 450, f"not before the 500 ms DNS timeout: {rec}")
         self.assert_healthy()
 
     def test_client_vanishes_during_connect(self):
@@ -317,8 +320,9 @@ class ClientFaultTest(FaultCase):
                  for _ in range(3)]
         for client in names:
             rec = self.proxy.log_for_client(client, timeout=10)
-            self.assert_log(rec, kind="connect", decision="allow", reason="connect_timeout", status=504,
-                            bytes_up=0, bytes_down=0)
+            self.assert_log(rec, kind="connect", decision="allow", reason=None, status=0,
+                            bytes_up=0, bytes_down=0, close="client_error")
+            self.assertLess(rec["duration_ms"], 900, f"not before the 1 s connect timeout: {rec}")
         self.assert_healthy()
 
     def test_client_vanishes_mid_upload(self):
