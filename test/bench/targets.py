@@ -52,54 +52,34 @@ def targets(results, column):
         m = median(results, workload, column)
         return None if not m else m.get("value")
 
-    # plain HTTP 64 MiB PUT: >= 1.5x the best peer's MB/s, <= the GET's CPU per GiB
-    put_rate, peer = rate("put64m"), best_peer_rate(results, "put64m")
-    if put_rate is not None and peer:
-        rows.append(("plain HTTP 64 MiB PUT, MB/s against the best peer",
-                     f"{put_rate:,.0f} ({put_rate / peer:.2f}x)", f">= 1.5x {peer:,.0f}",
-                     put_rate >= 1.5 * peer))
-    else:
-        rows.append(("plain HTTP 64 MiB PUT, MB/s against the best peer", "not measured", ">= 1.5x", None))
-    put_cpu, get_cpu = cpu("put64m"), cpu("get64m")
-    if put_cpu is not None and get_cpu is not None:
-        rows.append(("plain HTTP 64 MiB PUT, CPU-s/GiB against the GET's", f"{put_cpu:.2f}",
-                     f"<= {get_cpu:.2f}", put_cpu <= get_cpu + 1e-9))
-    else:
-        rows.append(("plain HTTP 64 MiB PUT, CPU-s/GiB against the GET's", "not measured", "<= GET", None))
-
-    def against_ends(label, workload, factor=1.1):
-        value, ends = cpu(workload), two_ends(results, workload)
-        if value is None or ends is None:
-            rows.append((label, "not measured", f"<= {factor}x the two ends", None))
+    def ratio(label, value, base, factor, at_least, fmt, base_name):
+        """value against factor x base (at least, or at most)."""
+        sign = ">=" if at_least else "<="
+        if value is None or not base:
+            rows.append((label, "not measured", f"{sign} {factor}x {base_name}", None))
             return
-        rows.append((label, f"{value:.1f} ({value / ends:.2f}x)",
-                     f"<= {factor}x {ends:.1f}", value <= factor * ends))
+        met = value >= factor * base if at_least else value <= factor * base + 1e-9
+        rows.append((label, f"{value:{fmt}} ({value / base:.2f}x)", f"{sign} {factor}x {base:{fmt}}", met))
 
-    against_ends("tunnel setup, CPU-ms per 1000 (access log on)", "setup")
-    against_ends("latency, proxy CPU-us per round trip", "pingpong")
+    def at_most(label, value, bound, fmt):
+        rows.append((label, "not measured" if value is None else f"{value:{fmt}}", f"<= {bound}",
+                     None if value is None else value <= bound))
 
-    value = cpu("http1k")
-    rows.append(("plain HTTP 1 KiB, CPU-ms per 1000 requests (access log on)",
-                 "not measured" if value is None else f"{value:.1f}", "<= 25",
-                 None if value is None else value <= 25))
-
-    for workload, label in (("utls_get64m", "upstream-TLS 64 MiB GET, CPU-s/GiB"),
-                            ("utls_put64m", "upstream-TLS 64 MiB PUT, CPU-s/GiB"),
-                            ("tlsl_down1", "HTTPS-listener tunnel download, CPU-s/GiB")):
-        value = cpu(workload)
-        rows.append((label, "not measured" if value is None else f"{value:.2f}", "<= 0.6",
-                     None if value is None else value <= 0.6))
-
-    value = cpu("inspect_https1g")
-    rows.append(("inspected 1 GiB download, CPU-s/GiB", "not measured" if value is None else f"{value:.2f}",
-                 "<= 1.0", None if value is None else value <= 1.0))
-    inspected, blind = rate("inspect_https1g"), rate("blind_https1g")
-    if inspected is not None and blind:
-        rows.append(("inspected 1 GiB download, MB/s against a blind tunnel's",
-                     f"{inspected:,.0f} ({inspected / blind:.2f}x)", f">= 0.5x {blind:,.0f}",
-                     inspected >= 0.5 * blind))
-    else:
-        rows.append(("inspected 1 GiB download, MB/s against a blind tunnel's", "not measured", ">= 0.5x", None))
+    ratio("plain HTTP 64 MiB PUT, MB/s against the best peer", rate("put64m"),
+          best_peer_rate(results, "put64m"), 1.5, True, ",.0f", "the best peer")
+    ratio("plain HTTP 64 MiB PUT, CPU-s/GiB against the GET's", cpu("put64m"), cpu("get64m"),
+          1, False, ".2f", "the GET")
+    ratio("tunnel setup, CPU-ms per 1000 (access log on)", cpu("setup"), two_ends(results, "setup"),
+          1.1, False, ".1f", "the two ends")
+    ratio("latency, proxy CPU-us per round trip", cpu("pingpong"), two_ends(results, "pingpong"),
+          1.1, False, ".1f", "the two ends")
+    at_most("plain HTTP 1 KiB, CPU-ms per 1000 requests (access log on)", cpu("http1k"), 25, ".1f")
+    at_most("upstream-TLS 64 MiB GET, CPU-s/GiB", cpu("utls_get64m"), 0.6, ".2f")
+    at_most("upstream-TLS 64 MiB PUT, CPU-s/GiB", cpu("utls_put64m"), 0.6, ".2f")
+    at_most("HTTPS-listener tunnel download, CPU-s/GiB", cpu("tlsl_down1"), 0.6, ".2f")
+    at_most("inspected 1 GiB download, CPU-s/GiB", cpu("inspect_https1g"), 1.0, ".2f")
+    ratio("inspected 1 GiB download, MB/s against a blind tunnel's", rate("inspect_https1g"),
+          rate("blind_https1g"), 0.5, True, ",.0f", "a blind tunnel")
     return rows
 
 
